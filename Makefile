@@ -1,0 +1,53 @@
+# pathlab: `make demo` and `make test` do all set-up on a fresh machine (venv + install first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch/torchvision: the versions this project is tested with (pip may take them from a local cache)
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+ARGS ?=
+
+.PHONY: help install demo train test test-fast lint format bench tensorboard clean
+
+help:
+	@echo "make demo         train + test a short run offline on synthetic data, print the report"
+	@echo "make test         run the test suite"
+	@echo "make train ARGS='model=resnet18 loss=focal'   any training run"
+	@echo "make tensorboard  TensorBoard over outputs/"
+	@echo "make lint / format / bench / clean"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m pathlab.train experiment=demo $(ARGS)
+
+train: $(STAMP)
+	$(PY) -m pathlab.train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pathlab tests
+	$(VENV)/bin/ruff format --check pathlab tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format pathlab tests
+	$(VENV)/bin/ruff check --fix pathlab tests
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir outputs
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,3 @@
+from pathlab.train import main
+
+main()

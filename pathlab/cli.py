@@ -1,0 +1,50 @@
+"""Shared plumbing of the Hydra entry points: clean errors, instantiating lists, the run dir."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from pathlab.errors import find_pathlab_error
+
+log = logging.getLogger("pathlab")
+
+
+def output_dir() -> Path | None:
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def instantiate_all(section: DictConfig | None) -> list[Any]:
+    """Instantiate each `_target_` entry of a named section (callbacks, loggers); None entries are off."""
+    if not section:
+        return []
+    return [instantiate(conf) for conf in section.values() if conf is not None and "_target_" in conf]
+
+
+def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run an entry point's task; a user error (PathlabError) ends it with its message alone, exit 2.
+
+    In a multirun the error is raised instead, so the launcher records the job as failed.
+    """
+    try:
+        return task(cfg)
+    except Exception as exc:
+        error = find_pathlab_error(exc)
+        where = output_dir()
+        if error is None:
+            log.exception("run failed; what it wrote so far is in %s", where)
+            raise
+        log.error("%s", error)
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if multirun:
+            raise
+        print(f"\npathlab: error: {error}\n", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,107 @@
+"""Batched augmentation and normalisation: tensor ops on whole batches, on the batch's device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pathlab.errors import ConfigError
+
+# Stain matrix of Ruifrok & Johnston (rows: haematoxylin, eosin, DAB optical densities per RGB).
+_RGB_FROM_HED = torch.tensor(
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32
+)
+
+
+def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1]."""
+    return images.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def d4_transform(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """One element of the dihedral group D4: optional horizontal flip, then k quarter turns."""
+    if flip:
+        x = x.flip(-1)
+    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def random_d4(x: torch.Tensor) -> torch.Tensor:
+    """An independent random D4 element (8 rotations/flips) for every image of the batch."""
+    n = x.shape[0]
+    flip = torch.rand(n, device=x.device) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    turns = torch.randint(0, 4, (n,), device=x.device)
+    out = x.clone()
+    for k in (1, 2, 3):
+        pick = turns == k
+        if pick.any():
+            out[pick] = torch.rot90(x[pick], k, dims=(-2, -1))
+    return out
+
+
+def hed_jitter(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Stain augmentation (Tellez et al. 2018): scale and shift each stain's optical density.
+
+    Per image and stain channel, density d -> d * U(1-sigma, 1+sigma) + U(-sigma, sigma).
+    """
+    n = x.shape[0]
+    m = _RGB_FROM_HED.to(x.device)
+    od = -torch.log((x * 255.0 + 1.0) / 256.0)  # (N, 3, H, W), >= 0
+    hed = torch.einsum("nchw,cs->nshw", od, torch.linalg.inv(m))
+    scale = 1 + sigma * (2 * torch.rand(n, 3, 1, 1, device=x.device) - 1)
+    shift = sigma * (2 * torch.rand(n, 3, 1, 1, device=x.device) - 1)
+    od = torch.einsum("nshw,sc->nchw", hed * scale + shift, m)
+    return ((256.0 * torch.exp(-od) - 1.0) / 255.0).clamp_(0, 1)
+
+
+def brightness_contrast(x: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
+    n = x.shape[0]
+    if contrast:
+        c = 1 + contrast * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * c + mean
+    if brightness:
+        x = x + brightness * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)
+    return x.clamp(0, 1)
+
+
+class BatchAugment(nn.Module):
+    """Training augmentation of float (N, 3, H, W) batches in [0, 1], before normalisation.
+
+    d4: random rotations by multiples of 90 degrees and flips (tissue has no orientation).
+    stain_jitter: HED-space jitter strength (0 = off; 0.05 is a common histology choice).
+    brightness / contrast: uniform jitter amplitudes (0 = off).
+    """
+
+    def __init__(self, d4: bool = True, stain_jitter: float = 0.0, brightness: float = 0.0, contrast: float = 0.0):
+        super().__init__()
+        for name, value in (("stain_jitter", stain_jitter), ("brightness", brightness), ("contrast", contrast)):
+            if not 0 <= value < 1:
+                raise ConfigError(f"data.augment.{name}={value} is outside [0, 1); use 0 to turn it off or e.g. 0.05.")
+        self.d4, self.stain_jitter, self.brightness, self.contrast = d4, stain_jitter, brightness, contrast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stain_jitter:
+            x = hed_jitter(x, self.stain_jitter)
+        if self.brightness or self.contrast:
+            x = brightness_contrast(x, self.brightness, self.contrast)
+        if self.d4:
+            x = random_d4(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"d4={self.d4}, stain_jitter={self.stain_jitter}, brightness={self.brightness}, contrast={self.contrast}"
+
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std with the train split's statistics."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)

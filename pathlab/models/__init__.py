@@ -1,0 +1,3 @@
+from pathlab.models.resnet import resnet18
+
+__all__ = ["resnet18"]

@@ -1,0 +1,53 @@
+"""What a finished run shows a person: the metrics table, where its files are, TensorBoard hparams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+
+def _flat_params(cfg: DictConfig) -> dict[str, Any]:
+    """The hyper-parameters worth comparing runs on, flattened to scalars for the hparams tab."""
+    keep = ("data", "model", "loss", "optim", "scheduler", "trainer")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, Any] = {"seed": cfg.seed}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif value is None or isinstance(value, (int, float, str, bool)):
+            flat[prefix] = "null" if value is None else value
+        else:
+            flat[prefix] = str(value)
+
+    for section in keep:
+        walk(section, container.get(section))
+    return flat
+
+
+def tensorboard_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Write the hparams panel once, with the run's real final metrics (under hp/...)."""
+    hp_metrics = {"hp/" + k.replace("/", "_"): v for k, v in metrics.items()}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(_flat_params(cfg), metrics=hp_metrics)
+            logger.finalize("success")
+
+
+def print_metrics(metrics: dict[str, float], run_dir: Path, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in sorted(metrics, key=lambda k: (not k.startswith("val/"), k)):
+        table.add_row(name, f"{metrics[name]:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"run dir:     {run_dir}")
+    console.print(f"TensorBoard: tensorboard --logdir {run_dir}")

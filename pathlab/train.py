@@ -1,0 +1,105 @@
+"""Train, validate and test a classifier: `python -m pathlab.train [overrides]`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from pathlab.cli import instantiate_all, output_dir, run_task
+from pathlab.config import CONF_DIR
+from pathlab.errors import ConfigError
+from pathlab.fileio import atomic_write_json
+from pathlab.module import PathClassifier
+from pathlab.summary import print_metrics, tensorboard_hparams
+
+log = logging.getLogger("pathlab")
+
+
+def build_model(cfg: DictConfig) -> PathClassifier:
+    """The LightningModule from the model, loss, optim and scheduler groups."""
+    return PathClassifier(
+        net=instantiate(cfg.model),
+        criterion=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        num_classes=cfg.model.num_classes,
+        channels_last=cfg.get("channels_last", True),
+        compile=cfg.get("compile", False),
+    )
+
+
+def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+def _best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:
+    """The epoch ModelCheckpoint keeps: the first with the highest value (NaN never wins)."""
+    scored = [row for row in history if not math.isnan(row.get(metric, math.nan))]
+    return max(scored, key=lambda row: row[metric]) if scored else (history[-1] if history else {})
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt.")
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg)
+    model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger")) or False)
+
+    log.info("run dir: %s", run_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    checkpoint = _checkpoint_callback(trainer)
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    best_val = _best_row(model.val_history, cfg.optimized_metric)
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test"):
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+
+    metrics = {k: v for k, v in best_val.items() if k.startswith("val/")} | test_metrics
+    summary = {
+        "run_dir": str(run_dir),
+        "optimized_metric": cfg.optimized_metric,
+        "optimized_value": metrics.get(cfg.optimized_metric),
+        "metrics": metrics,
+        "best_epoch": best_val.get("epoch"),
+        "epochs_trained": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "val_last_epoch": model.val_history[-1] if model.val_history else {},
+        "best_checkpoint": best_path or None,
+        "last_checkpoint": checkpoint.last_model_path or None if checkpoint else None,
+        "seed": cfg.seed,
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "resumed_from": cfg.ckpt_path,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    if trainer.is_global_zero:
+        atomic_write_json(run_dir / "metrics.json", summary)
+        tensorboard_hparams(trainer, cfg, metrics)
+        print_metrics(metrics, run_dir, title=f"{cfg.task_name}: best epoch {summary['best_epoch']}")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    summary = run_task(train, cfg)
+    return summary.get("optimized_value")
+
+
+if __name__ == "__main__":
+    main()
