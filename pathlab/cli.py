@@ -26,7 +26,17 @@ def instantiate_all(section: DictConfig | None) -> list[Any]:
     """Instantiate each `_target_` entry of a named section (callbacks, loggers); None entries are off."""
     if not section:
         return []
-    return [instantiate(conf) for conf in section.values() if conf is not None and "_target_" in conf]
+    return [
+        instantiate(conf) for conf in section.values() if conf is not None and "_target_" in conf
+    ]
+
+
+def _to_log_file(message: str) -> None:
+    """Record a message in the run's log file only (the console gets it once, on stderr)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -42,7 +52,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if error is None:
             log.exception("run failed; what it wrote so far is in %s", where)
             raise
-        log.error("%s", error)
+        _to_log_file(f"pathlab: error: {error}")
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if multirun:
             raise

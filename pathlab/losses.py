@@ -38,7 +38,9 @@ class _ClassWeighted(nn.Module):
         super().__init__()
         self.balanced = weights == "balanced"
         if isinstance(weights, str) and not self.balanced:
-            raise ConfigError(f"{name}={weights!r} is unknown; use null, 'balanced' or a list of {num_classes} floats.")
+            raise ConfigError(
+                f"{name}={weights!r} is unknown; use null, 'balanced' or a list of {num_classes} floats."
+            )
         if weights is None:
             self.register_buffer("weight", None)
             return
@@ -46,7 +48,11 @@ class _ClassWeighted(nn.Module):
             values = torch.ones(num_classes)
         else:
             values = torch.as_tensor(list(weights), dtype=torch.float32)
-            if values.shape != (num_classes,) or (values < 0).any() or not torch.isfinite(values).all():
+            if (
+                values.shape != (num_classes,)
+                or (values < 0).any()
+                or not torch.isfinite(values).all()
+            ):
                 raise ConfigError(
                     f"{name} has {values.numel()} values {values.tolist()}; it needs {num_classes} non-negative "
                     f"floats, one per class, or null or 'balanced'."
@@ -61,14 +67,23 @@ class _ClassWeighted(nn.Module):
 class CrossEntropyLoss(_ClassWeighted):
     """F.cross_entropy with optional class weights and label smoothing (mean is weight-normalised, as torch's)."""
 
-    def __init__(self, weight: str | Sequence[float] | None = None, label_smoothing: float = 0.0, num_classes: int = NUM_CLASSES):
+    def __init__(
+        self,
+        weight: str | Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+        num_classes: int = NUM_CLASSES,
+    ):
         super().__init__(weight, num_classes, "loss.weight")
         if not 0 <= label_smoothing < 1:
-            raise ConfigError(f"loss.label_smoothing={label_smoothing} is outside [0, 1); use e.g. 0.0 or 0.1.")
+            raise ConfigError(
+                f"loss.label_smoothing={label_smoothing} is outside [0, 1); use e.g. 0.0 or 0.1."
+            )
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target, weight=self.weight, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            logits.float(), target, weight=self.weight, label_smoothing=self.label_smoothing
+        )
 
 
 class FocalLoss(_ClassWeighted):
@@ -90,9 +105,13 @@ class FocalLoss(_ClassWeighted):
     ):
         super().__init__(alpha, num_classes, "loss.alpha")
         if not gamma >= 0:
-            raise ConfigError(f"loss.gamma={gamma} must be >= 0: use 2.0 (the paper's value), or 0 for cross-entropy.")
+            raise ConfigError(
+                f"loss.gamma={gamma} must be >= 0: use 2.0 (the paper's value), or 0 for cross-entropy."
+            )
         if reduction not in REDUCTIONS:
-            raise ConfigError(f"loss.reduction={reduction!r} is unknown; use one of {', '.join(REDUCTIONS)}.")
+            raise ConfigError(
+                f"loss.reduction={reduction!r} is unknown; use one of {', '.join(REDUCTIONS)}."
+            )
         self.gamma, self.reduction = float(gamma), reduction
 
     @property

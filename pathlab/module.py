@@ -67,7 +67,11 @@ class PathClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and hasattr(self.criterion, "set_class_counts") and datamodule is not None:
+        if (
+            stage == "fit"
+            and hasattr(self.criterion, "set_class_counts")
+            and datamodule is not None
+        ):
             self.criterion.set_class_counts(datamodule.class_counts)
 
     def on_fit_start(self) -> None:
@@ -78,8 +82,13 @@ class PathClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(decay_groups(self.net))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # --- steps ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +121,11 @@ class PathClassifier(L.LightningModule):
         self.val_metrics.reset()
         self.log_dict(values, prog_bar=True)
         if not self.trainer.sanity_checking:
-            row = {"epoch": self.current_epoch, "step": self.global_step, **{k: float(v) for k, v in values.items()}}
+            row = {
+                "epoch": self.current_epoch,
+                "step": self.global_step,
+                **{k: float(v) for k, v in values.items()},
+            }
             self.val_history.append(row)
 
     def test_step(self, batch, batch_idx: int) -> None:

@@ -22,7 +22,12 @@ def _fraction(name: str, value: float) -> float:
     return value
 
 
-def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.01) -> LRScheduler:
+def warmup_cosine(
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_fraction: float = 0.05,
+    min_lr_ratio: float = 0.01,
+) -> LRScheduler:
     """Linear warm-up, then cosine decay to `min_lr_ratio` x the base learning rate."""
     warmup = int(_fraction("warmup_fraction", warmup_fraction) * total_steps)
 
@@ -35,15 +40,31 @@ def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_fraction: float
     return LambdaLR(optimizer, factor)
 
 
-def one_cycle(optimizer: Optimizer, total_steps: int, pct_start: float = 0.25, div_factor: float = 25.0,
-              final_div_factor: float = 1e3) -> LRScheduler:
+def one_cycle(
+    optimizer: Optimizer,
+    total_steps: int,
+    pct_start: float = 0.25,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e3,
+) -> LRScheduler:
     """torch's OneCycleLR peaking at the optimizer's configured learning rate."""
     max_lr = [group["lr"] for group in optimizer.param_groups]
-    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(total_steps, 2), pct_start=_fraction("pct_start", pct_start),
-                      div_factor=div_factor, final_div_factor=final_div_factor)
+    return OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=max(total_steps, 2),
+        pct_start=_fraction("pct_start", pct_start),
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+    )
 
 
-def multistep(optimizer: Optimizer, total_steps: int, milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1) -> LRScheduler:
+def multistep(
+    optimizer: Optimizer,
+    total_steps: int,
+    milestones: Sequence[float] = (0.5, 0.75),
+    gamma: float = 0.1,
+) -> LRScheduler:
     """Multiply the learning rate by `gamma` at fractions of training (MedMNIST v2: x0.1 at 50% and 75%)."""
     steps = [int(_fraction("milestones", m) * total_steps) for m in milestones]
     return LambdaLR(optimizer, lambda step: gamma ** sum(step >= s for s in steps))

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from pathlab.cli import instantiate_all, output_dir, run_task
+from pathlab.cli import instantiate_all, run_task
 from pathlab.config import CONF_DIR
 from pathlab.errors import ConfigError
 from pathlab.fileio import atomic_write_json
@@ -52,13 +52,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt.")
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt."
+        )
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     model = build_model(cfg)
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger")) or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=instantiate_all(cfg.get("callbacks")),
+        logger=instantiate_all(cfg.get("logger")) or False,
+    )
 
     log.info("run dir: %s", run_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -68,7 +74,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best_val = _best_row(model.val_history, cfg.optimized_metric)
     test_metrics: dict[str, float] = {}
     if cfg.get("test"):
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        results = trainer.test(
+            model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
+        )
         test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
 
     metrics = {k: v for k, v in best_val.items() if k.startswith("val/")} | test_metrics
@@ -91,7 +99,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "metrics.json", summary)
         tensorboard_hparams(trainer, cfg, metrics)
-        print_metrics(metrics, run_dir, title=f"{cfg.task_name}: best epoch {summary['best_epoch']}")
+        print_metrics(
+            metrics, run_dir, title=f"{cfg.task_name}: best epoch {summary['best_epoch']}"
+        )
     return summary
 
 

@@ -75,12 +75,29 @@ class BatchAugment(nn.Module):
     brightness / contrast: uniform jitter amplitudes (0 = off).
     """
 
-    def __init__(self, d4: bool = True, stain_jitter: float = 0.0, brightness: float = 0.0, contrast: float = 0.0):
+    def __init__(
+        self,
+        d4: bool = True,
+        stain_jitter: float = 0.0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+    ):
         super().__init__()
-        for name, value in (("stain_jitter", stain_jitter), ("brightness", brightness), ("contrast", contrast)):
+        for name, value in (
+            ("stain_jitter", stain_jitter),
+            ("brightness", brightness),
+            ("contrast", contrast),
+        ):
             if not 0 <= value < 1:
-                raise ConfigError(f"data.augment.{name}={value} is outside [0, 1); use 0 to turn it off or e.g. 0.05.")
-        self.d4, self.stain_jitter, self.brightness, self.contrast = d4, stain_jitter, brightness, contrast
+                raise ConfigError(
+                    f"data.augment.{name}={value} is outside [0, 1); use 0 to turn it off or e.g. 0.05."
+                )
+        self.d4, self.stain_jitter, self.brightness, self.contrast = (
+            d4,
+            stain_jitter,
+            brightness,
+            contrast,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stain_jitter:
@@ -100,8 +117,12 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)

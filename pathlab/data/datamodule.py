@@ -42,7 +42,9 @@ def _keep_batch(batch):
     return batch
 
 
-def limit_indices(labels: torch.Tensor, limit: int | None, mode: str = "first", seed: int = 0) -> torch.Tensor | None:
+def limit_indices(
+    labels: torch.Tensor, limit: int | None, mode: str = "first", seed: int = 0
+) -> torch.Tensor | None:
     """Indices of a quick-run subset: the first `limit`, or a class-stratified `limit`, in file order."""
     if limit is None or limit >= len(labels):
         return None
@@ -92,12 +94,22 @@ class PathMNISTDataModule(L.LightningDataModule):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"data.{name}={value!r} is impossible: use a positive integer such as 128.")
-        for name, value in (("train_limit", train_limit), ("val_limit", val_limit), ("test_limit", test_limit)):
+                raise ConfigError(
+                    f"data.{name}={value!r} is impossible: use a positive integer such as 128."
+                )
+        for name, value in (
+            ("train_limit", train_limit),
+            ("val_limit", val_limit),
+            ("test_limit", test_limit),
+        ):
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"data.{name}={value!r} is impossible: use null (all images) or a positive integer.")
+                raise ConfigError(
+                    f"data.{name}={value!r} is impossible: use null (all images) or a positive integer."
+                )
         if limit_mode not in LIMIT_MODES:
-            raise ConfigError(f"data.limit_mode={limit_mode!r} is unknown; use one of {', '.join(LIMIT_MODES)}.")
+            raise ConfigError(
+                f"data.limit_mode={limit_mode!r} is unknown; use one of {', '.join(LIMIT_MODES)}."
+            )
         npz_filename(flag, size)  # validates size early
         self.root = Path(root).expanduser() if root else None
         self.flag, self.size, self.download = flag, size, download
@@ -118,8 +130,12 @@ class PathMNISTDataModule(L.LightningDataModule):
     def npz_path(self) -> Path:
         if self.synthetic:
             if self.root is None:
-                raise ConfigError("data=synthetic needs data.root (a cache folder); the config sets it from paths.cache_dir.")
-            folder = self.root / synthetic_dirname(**{k: self.synthetic[k] for k in ("n_train", "n_val", "n_test", "seed")})
+                raise ConfigError(
+                    "data=synthetic needs data.root (a cache folder); the config sets it from paths.cache_dir."
+                )
+            folder = self.root / synthetic_dirname(
+                **{k: self.synthetic[k] for k in ("n_train", "n_val", "n_test", "seed")}
+            )
             return folder / npz_filename(self.flag, self.size)
         return (self.root or Path()) / npz_filename(self.flag, self.size)
 
@@ -146,13 +162,21 @@ class PathMNISTDataModule(L.LightningDataModule):
             self.mean, self.std = cached_channel_stats(path, loaded["train"].images)
         self.normalize = Normalize(self.mean, self.std)
         for split in SPLITS:
-            keep = limit_indices(loaded[split].labels, self.limits[split], self.limit_mode, self.limit_seed)
-            part = loaded[split] if keep is None else Split(loaded[split].images[keep], loaded[split].labels[keep])
+            keep = limit_indices(
+                loaded[split].labels, self.limits[split], self.limit_mode, self.limit_seed
+            )
+            part = (
+                loaded[split]
+                if keep is None
+                else Split(loaded[split].images[keep], loaded[split].labels[keep])
+            )
             self.splits[split] = part
         log.info(
             "data %s: train %d, val %d, test %d images; mean %s std %s",
-            path, *(len(self.splits[s]) for s in SPLITS),
-            [round(m, 3) for m in self.mean], [round(s, 3) for s in self.std],
+            path,
+            *(len(self.splits[s]) for s in SPLITS),
+            [round(m, 3) for m in self.mean],
+            [round(s, 3) for s in self.std],
         )
 
     @property

@@ -42,14 +42,18 @@ def medmnist_info(flag: str) -> dict:
     from medmnist import INFO
 
     if flag not in INFO:
-        raise DataError(f"data.flag={flag!r} is not a MedMNIST data set. Known flags: {', '.join(sorted(INFO))}.")
+        raise DataError(
+            f"data.flag={flag!r} is not a MedMNIST data set. Known flags: {', '.join(sorted(INFO))}."
+        )
     return INFO[flag]
 
 
 def npz_filename(flag: str = "pathmnist", size: int = 28) -> str:
     """medmnist's naming: `pathmnist.npz` for 28 px, `pathmnist_64.npz` for larger sizes."""
     if size not in SIZES:
-        raise DataError(f"data.size={size} is not a MedMNIST size; use one of {', '.join(map(str, SIZES))}.")
+        raise DataError(
+            f"data.size={size} is not a MedMNIST size; use one of {', '.join(map(str, SIZES))}."
+        )
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
 
 
@@ -85,7 +89,9 @@ def _not_found_message(path: Path, flag: str, size: int, reason: str) -> str:
     )
 
 
-def ensure_npz(root: str | Path | None, flag: str = "pathmnist", size: int = 28, download: bool = True) -> Path:
+def ensure_npz(
+    root: str | Path | None, flag: str = "pathmnist", size: int = 28, download: bool = True
+) -> Path:
     """Path of the npz file, downloading it (with medmnist's MD5 check) when asked and needed."""
     root = Path(root).expanduser() if root else default_root()
     path = root / npz_filename(flag, size)
@@ -97,7 +103,14 @@ def ensure_npz(root: str | Path | None, flag: str = "pathmnist", size: int = 28,
                 f"that holds {path.name}."
             )
         if not path.is_file():
-            raise DataError(_not_found_message(path, flag, size, f"{path.name} is not in data.root={root} and data.download=false."))
+            raise DataError(
+                _not_found_message(
+                    path,
+                    flag,
+                    size,
+                    f"{path.name} is not in data.root={root} and data.download=false.",
+                )
+            )
         return path
     info = medmnist_info(flag)
     if path.is_file() and _md5(path) == info["MD5" + _size_key(size)]:
@@ -120,7 +133,9 @@ def ensure_npz(root: str | Path | None, flag: str = "pathmnist", size: int = 28,
     return path
 
 
-def _check_split(path: Path, split: str, images: np.ndarray, labels: np.ndarray, size: int, num_classes: int) -> None:
+def _check_split(
+    path: Path, split: str, images: np.ndarray, labels: np.ndarray, size: int, num_classes: int
+) -> None:
     where = f"{path}: {split}"
     expected = f"(N, {size}, {size}, 3) uint8"
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
@@ -133,20 +148,31 @@ def _check_split(path: Path, split: str, images: np.ndarray, labels: np.ndarray,
             f"{where}_labels has shape {labels.shape} and dtype {labels.dtype}; expected (N, 1) integers."
         )
     if len(labels) != len(images):
-        raise DataError(f"{where}_labels has {len(labels)} rows but {split}_images has {len(images)}; they must match.")
+        raise DataError(
+            f"{where}_labels has {len(labels)} rows but {split}_images has {len(images)}; they must match."
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         bad = sorted({int(v) for v in np.unique(labels) if v < 0 or v >= num_classes})
-        raise DataError(f"{where}_labels holds {bad[:10]}, outside 0..{num_classes - 1}. Fix the labels of that file.")
+        raise DataError(
+            f"{where}_labels holds {bad[:10]}, outside 0..{num_classes - 1}. Fix the labels of that file."
+        )
 
 
-def load_npz(path: str | Path, size: int = 28, num_classes: int = 9, splits=SPLITS) -> dict[str, Split]:
+def load_npz(
+    path: str | Path, size: int = 28, num_classes: int = 9, splits=SPLITS
+) -> dict[str, Split]:
     """Read and validate the splits of a PathMNIST-layout npz file into tensors."""
     path = Path(path)
     fix = "Delete it and download again (data.download=true), or regenerate it."
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
-            missing = [f"{s}_{kind}" for s in splits for kind in ("images", "labels") if f"{s}_{kind}" not in keys]
+            missing = [
+                f"{s}_{kind}"
+                for s in splits
+                for kind in ("images", "labels")
+                if f"{s}_{kind}" not in keys
+            ]
             if missing:
                 raise DataError(
                     f"{path} lacks the keys {missing} (it has {sorted(keys)}). A PathMNIST file holds "
@@ -156,11 +182,16 @@ def load_npz(path: str | Path, size: int = 28, num_classes: int = 9, splits=SPLI
     except DataError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable npz file ({type(exc).__name__}: {exc}). {fix}") from None
+        raise DataError(
+            f"{path} is not a readable npz file ({type(exc).__name__}: {exc}). {fix}"
+        ) from None
     out = {}
     for split, (images, labels) in arrays.items():
         _check_split(path, split, images, labels, size, num_classes)
-        out[split] = Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.reshape(-1).astype(np.int64)))
+        out[split] = Split(
+            torch.from_numpy(np.ascontiguousarray(images)),
+            torch.from_numpy(labels.reshape(-1).astype(np.int64)),
+        )
     return out
 
 
@@ -187,7 +218,12 @@ def cached_channel_stats(path: Path, train_images: torch.Tensor) -> tuple[list[f
     """
     cache = path.with_name(path.stem + "_stats.json")
     stat = path.stat()
-    key = {"file": path.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "n": len(train_images)}
+    key = {
+        "file": path.name,
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "n": len(train_images),
+    }
     try:
         cached = json.loads(cache.read_text())
         if all(cached.get(k) == v for k, v in key.items()):

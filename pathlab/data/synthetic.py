@@ -78,7 +78,9 @@ def _blobs(
     return 1 - torch.prod(1 - blob.clamp(0, 1), dim=1)
 
 
-def _round_blobs(g: torch.Generator, n: int, count: tuple[int, int], radius: tuple[float, float]) -> torch.Tensor:
+def _round_blobs(
+    g: torch.Generator, n: int, count: tuple[int, int], radius: tuple[float, float]
+) -> torch.Tensor:
     """Many round blobs (lymphocytes), fast: random impulses blurred by a per-image Gaussian."""
     k = count[1]
     present = torch.arange(k).view(1, k) < torch.randint(count[0], k + 1, (n, 1), generator=g)
@@ -88,7 +90,9 @@ def _round_blobs(g: torch.Generator, n: int, count: tuple[int, int], radius: tup
     r = _uniform(g, (n, 1, 1), *radius)
     ax = torch.arange(-4, 5, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (ax.view(1, -1, 1) ** 2 + ax.view(1, 1, -1) ** 2) / r**2)
-    blurred = F.conv2d(impulses.view(1, n, BASE_SIZE, BASE_SIZE), kernel.unsqueeze(1), padding=4, groups=n)
+    blurred = F.conv2d(
+        impulses.view(1, n, BASE_SIZE, BASE_SIZE), kernel.unsqueeze(1), padding=4, groups=n
+    )
     return 1 - torch.exp(-1.5 * blurred[0])
 
 
@@ -112,7 +116,9 @@ def _cell_edges(g: torch.Generator, n: int, cells: tuple[int, int]) -> torch.Ten
     cy = _uniform(g, (n, k, 1, 1), -4, BASE_SIZE + 3)
     cx = _uniform(g, (n, k, 1, 1), -4, BASE_SIZE + 3)
     dist = torch.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-    present = torch.arange(k).view(1, k, 1, 1) < torch.randint(cells[0], k + 1, (n, 1, 1, 1), generator=g)
+    present = torch.arange(k).view(1, k, 1, 1) < torch.randint(
+        cells[0], k + 1, (n, 1, 1, 1), generator=g
+    )
     dist = torch.where(present, dist, torch.full_like(dist, 1e3))
     two = torch.topk(dist, 2, dim=1, largest=False).values
     return torch.exp(-(((two[:, 1] - two[:, 0]) / 0.7) ** 2))
@@ -126,7 +132,11 @@ def _random_angle(g: torch.Generator, n: int) -> torch.Tensor:
 def _adipose(g, n):
     edges = _cell_edges(g, n, (5, 10))
     nuclei = _blobs(g, n, (0, 2), (0.7, 1.0))
-    return 0.5 * nuclei + 0.05 * edges + 0.03, 0.6 * edges + 0.05 * _smooth_noise(g, n, 3), 0.02 + 0 * edges
+    return (
+        0.5 * nuclei + 0.05 * edges + 0.03,
+        0.6 * edges + 0.05 * _smooth_noise(g, n, 3),
+        0.02 + 0 * edges,
+    )
 
 
 def _background(g, n):
@@ -205,7 +215,9 @@ RECIPES: tuple[Callable, ...] = (
 )
 
 
-def _mixed_tissue(g: torch.Generator, label: int, n: int, share: float = 0.5, max_weight: float = 0.45):
+def _mixed_tissue(
+    g: torch.Generator, label: int, n: int, share: float = 0.5, max_weight: float = 0.45
+):
     """Densities of `n` images of class `label`; a `share` of them blend in another tissue.
 
     Real patches often hold some of a second tissue; the blend (weight up to `max_weight`)
@@ -219,7 +231,7 @@ def _mixed_tissue(g: torch.Generator, label: int, n: int, share: float = 0.5, ma
     for c in other[mixed].unique().tolist():
         pick = mixed & (other == c)
         w = weight[pick]
-        for own, theirs in zip((h, e, grey), RECIPES[c](g, int(pick.sum()))):
+        for own, theirs in zip((h, e, grey), RECIPES[c](g, int(pick.sum())), strict=True):
             own[pick] = (1 - w) * own[pick] + w * theirs
     return h, e, grey
 
@@ -228,8 +240,12 @@ def _render(g: torch.Generator, h, e, grey, stain_shift: float) -> torch.Tensor:
     """Beer-Lambert rendering with per-image stain amount and colour: uint8 (n, S, S, 3)."""
     n = h.shape[0]
     amount = _uniform(g, (n, 1, 1, 1), 0.55, 1.45)
-    h_vec = _H_STAIN + stain_shift * torch.tensor([0.1, -0.1, 0.1]) + _uniform(g, (n, 3), -0.12, 0.12)
-    e_vec = _E_STAIN + stain_shift * torch.tensor([0.1, 0.0, 0.1]) + _uniform(g, (n, 3), -0.08, 0.08)
+    h_vec = (
+        _H_STAIN + stain_shift * torch.tensor([0.1, -0.1, 0.1]) + _uniform(g, (n, 3), -0.12, 0.12)
+    )
+    e_vec = (
+        _E_STAIN + stain_shift * torch.tensor([0.1, 0.0, 0.1]) + _uniform(g, (n, 3), -0.08, 0.08)
+    )
     h_vec = F.normalize(h_vec.clamp_min(0.02), dim=1).view(n, 1, 1, 3)
     e_vec = F.normalize(e_vec.clamp_min(0.02), dim=1).view(n, 1, 1, 3)
     od = amount * (h[..., None] * h_vec + e[..., None] * e_vec) + grey[..., None]
@@ -247,7 +263,11 @@ def _allocate(total: int, weights: tuple[int, ...]) -> list[int]:
 
 
 def draw_split(
-    n: int, seed: int, class_counts: tuple[int, ...], stain_shift: float = 0.0, size: int = BASE_SIZE
+    n: int,
+    seed: int,
+    class_counts: tuple[int, ...],
+    stain_shift: float = 0.0,
+    size: int = BASE_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`n` images (uint8, (n, size, size, 3)) and labels (uint8, (n, 1)) in a seeded random order."""
     g = torch.Generator().manual_seed(seed)
@@ -257,7 +277,11 @@ def draw_split(
             m = min(512, count - start)
             images.append(_render(g, *_mixed_tissue(g, label, m), stain_shift=stain_shift))
             labels.append(torch.full((m,), label, dtype=torch.uint8))
-    x = torch.cat(images) if images else torch.empty((0, BASE_SIZE, BASE_SIZE, 3), dtype=torch.uint8)
+    x = (
+        torch.cat(images)
+        if images
+        else torch.empty((0, BASE_SIZE, BASE_SIZE, 3), dtype=torch.uint8)
+    )
     y = torch.cat(labels) if labels else torch.empty((0,), dtype=torch.uint8)
     order = torch.randperm(len(y), generator=g)
     x, y = x[order], y[order]
@@ -290,7 +314,11 @@ def synthetic_dirname(n_train: int, n_val: int, n_test: int, seed: int) -> str:
 
 
 def write_synthetic_npz(
-    path: str | Path, n_train: int = 6000, n_val: int = 1000, n_test: int = 1000, seed: int = 0,
+    path: str | Path,
+    n_train: int = 6000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    seed: int = 0,
     size: int = BASE_SIZE,
 ) -> Path:
     """Draw the data set and write it atomically to `path` in the official npz layout."""

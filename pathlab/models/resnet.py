@@ -46,7 +46,9 @@ def resnet18(
     if stem not in STEMS:
         raise ConfigError(f"model.stem={stem!r} is unknown; use one of {', '.join(STEMS)}.")
     if width < 1 or num_classes < 2:
-        raise ConfigError(f"model.width={width} and model.num_classes={num_classes} must be >= 1 and >= 2.")
+        raise ConfigError(
+            f"model.width={width} and model.num_classes={num_classes} must be >= 1 and >= 2."
+        )
     net = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
     if width != 64 or in_channels != 3:
         net.inplanes = width
@@ -69,14 +71,28 @@ def resnet18(
 def load_weights(net: nn.Module, path: str | Path) -> None:
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"model.pretrained={path} does not exist; pass the path of a weights file or null.")
+        raise ConfigError(
+            f"model.pretrained={path} does not exist; pass the path of a weights file or null."
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "state_dict" in state:  # a Lightning checkpoint of PathClassifier
-        state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
+        state = {
+            k.removeprefix("net."): v
+            for k, v in state["state_dict"].items()
+            if k.startswith("net.")
+        }
     own = net.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(usable))
     if not usable:
-        raise ConfigError(f"model.pretrained={path} holds no tensor that fits this ResNet-18; is it a ResNet-18 state dict?")
+        raise ConfigError(
+            f"model.pretrained={path} holds no tensor that fits this ResNet-18; is it a ResNet-18 state dict?"
+        )
     net.load_state_dict(usable, strict=False)
-    log.info("loaded %d tensors from %s; skipped %d (%s)", len(usable), path, len(skipped), ", ".join(skipped[:6]))
+    log.info(
+        "loaded %d tensors from %s; skipped %d (%s)",
+        len(usable),
+        path,
+        len(skipped),
+        ", ".join(skipped[:6]),
+    )

@@ -1,0 +1,106 @@
+"""Shared fixtures: small npz files in the official layout, config composition, CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from pathlab.config import CONF_DIR
+from pathlab.data.synthetic import write_synthetic_npz
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_SAMPLE = REPO.parent / "shared" / "data" / "pathmnist_real_1k.npz"
+
+# Small and fast settings for end-to-end runs on a 2-core CPU.
+TINY_RUN = [
+    "data=synthetic",
+    "data.synthetic.n_train=360",
+    "data.synthetic.n_val=120",
+    "data.synthetic.n_test=120",
+    "data.batch_size=64",
+    "model.stem=imagenet",
+    "model.width=8",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "~callbacks.rich_progress_bar",
+]
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def random_arrays(
+    n: dict[str, int] | None = None, size: int = 28, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random images in the official layout: uint8 (N, S, S, 3) images, uint8 (N, 1) labels 0..8."""
+    rng = np.random.default_rng(seed)
+    n = n or {"train": 45, "val": 18, "test": 18}
+    out = {}
+    for split, count in n.items():
+        out[f"{split}_images"] = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+        out[f"{split}_labels"] = (np.arange(count) % 9).astype(np.uint8).reshape(-1, 1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One synthetic-data cache for the whole session (what paths.cache_dir points at)."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["PATHLAB_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A folder holding a small synthetic `pathmnist.npz` (300/90/90 images)."""
+    root = tmp_path_factory.mktemp("synthetic_root")
+    write_synthetic_npz(root / "pathmnist.npz", n_train=300, n_val=90, n_test=90, seed=1)
+    return root
+
+
+@pytest.fixture
+def compose_cfg(tmp_path, cache_dir) -> Callable[..., DictConfig]:
+    """Compose conf/train.yaml with overrides, as `python -m pathlab.train` would, outputs in tmp_path."""
+
+    def _compose(overrides: list[str] = (), config_name: str = "train") -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+            cfg.hydra.job.num = 0
+        HydraConfig().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def run_cli(
+    module: str, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run `python -m <module> args...` as a user would; returns the finished process."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd or REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,137 @@
+"""Every config option composes and instantiates; conf/ is found from a checkout and from a wheel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from pathlab.config import CONF_DIR
+from pathlab.data import BatchAugment, PathMNISTDataModule
+from pathlab.train import build_model
+
+GROUPS = [
+    "data",
+    "model",
+    "loss",
+    "optim",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def all_options():
+    return [(g, o) for g in GROUPS for o in options(g)]
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group} is empty"
+    assert {"pathmnist", "synthetic"} <= set(options("data"))
+    assert {"ce", "focal"} <= set(options("loss"))
+    assert {"demo", "medmnist_v2", "fast_cpu"} <= set(options("experiment"))
+
+
+@pytest.mark.parametrize(("group", "option"), all_options())
+def test_option_composes_and_instantiates(compose_cfg, group, option):
+    cfg = compose_cfg([f"{group}={option}"])
+    assert cfg.seed == 42 and cfg.optimized_metric == "val/auc"
+    model = build_model(cfg)
+    assert model.net(torch.zeros(2, 3, 28, 28)).shape == (2, 9)
+    optimizer = model.optimizer_factory(model.parameters())
+    if cfg.scheduler:
+        scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=100)
+        assert scheduler.get_last_lr()[0] > 0
+    data = instantiate(cfg.data)
+    assert isinstance(data, PathMNISTDataModule)
+    assert data.augment is None or isinstance(data.augment, BatchAugment)
+    for section in ("callbacks", "logger"):
+        for conf in (cfg.get(section) or {}).values():
+            assert instantiate(conf) is not None
+    if cfg.trainer.accelerator != "gpu" or torch.cuda.is_available():
+        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_defaults_are_the_documented_ones(compose_cfg):
+    cfg = compose_cfg([])
+    assert (
+        cfg.data._target_.endswith("PathMNISTDataModule")
+        and cfg.data.root is None
+        and cfg.data.download
+    )
+    assert cfg.model.stem == "cifar" and cfg.model.width == 64
+    assert cfg.loss._target_.endswith("CrossEntropyLoss")
+    assert cfg.callbacks.model_checkpoint.monitor == "val/auc"
+    assert cfg.logger.tensorboard.default_hp_metric is False
+    assert cfg.hydra.job.chdir is False
+
+
+def test_focal_and_experiment_presets(compose_cfg):
+    cfg = compose_cfg(["loss=focal", "loss.alpha=balanced"])
+    assert cfg.loss.gamma == 2.0 and cfg.loss.alpha == "balanced"
+    v2 = compose_cfg(["experiment=medmnist_v2"])
+    assert v2.optim._target_ == "torch.optim.Adam" and v2.optim.lr == 1e-3
+    assert v2.data.batch_size == 128 and v2.trainer.max_epochs == 100 and v2.data.augment is None
+    assert list(v2.scheduler.milestones) == [0.5, 0.75] and v2.scheduler.gamma == 0.1
+    assert v2.model.stem == "cifar" and v2.optimized_metric == "val/auc"
+    demo = compose_cfg(["experiment=demo"])
+    assert demo.data.synthetic.n_train > 0 and demo.data.download is False
+
+
+def test_wheel_ships_conf_and_finds_it(tmp_path):
+    """Build the wheel, import pathlab from it (not the checkout) and compose a config."""
+    repo = Path(__file__).resolve().parents[1]
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(repo),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    wheel = next(tmp_path.glob("pathlab-*.whl"))
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(site)
+    assert "pathlab/conf/train.yaml" in names and "pathlab/conf/loss/focal.yaml" in names
+    probe = subprocess.run(
+        [sys.executable, "-c", "import pathlab.config as c; print(c.CONF_DIR)"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert Path(probe.stdout.strip()) == site / "pathlab" / "conf"
+    job = subprocess.run(
+        [sys.executable, "-m", "pathlab.train", "loss=focal", "--cfg", "job"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert job.returncode == 0, job.stderr
+    assert "pathlab.losses.FocalLoss" in job.stdout

@@ -1,0 +1,212 @@
+"""End to end: `python -m pathlab.train` on synthetic data, resume, and every user error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import TINY_RUN, random_arrays, run_cli, write_npz
+
+SCALARS = [
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/auc",
+    "test/acc",
+    "test/auc",
+    "test/f1_macro",
+]
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for events in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, cache_dir):
+    """One tiny focal-loss run shared by the checks below."""
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    done = run_cli(
+        "pathlab.train", *TINY_RUN, "loss=focal", "loss.alpha=balanced", f"hydra.run.dir={run_dir}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir, done
+
+
+def test_run_writes_checkpoints_metrics_and_logs(trained_run):
+    run_dir, done = trained_run
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (
+        run_dir / "checkpoints" / "last.ckpt"
+    ).is_file()
+    assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["seed"] == 42 and "loss=focal" in summary["overrides"]
+    assert summary["epochs_trained"] == 2 and summary["best_checkpoint"].endswith("best.ckpt")
+    for name in ("val/acc", "val/auc", "val/loss", "test/acc", "test/auc", "test/f1_macro"):
+        assert np.isfinite(summary["metrics"][name])
+    assert (
+        summary["optimized_metric"] == "val/auc"
+        and summary["optimized_value"] == summary["metrics"]["val/auc"]
+    )
+    assert f"tensorboard --logdir {run_dir}" in done.stdout.replace("\n", " ")
+
+
+def test_tensorboard_scalars_agree_with_metrics_json(trained_run):
+    run_dir, _ = trained_run
+    logged = scalars(run_dir)
+    assert set(SCALARS) <= set(logged), sorted(logged)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert len(logged["val/auc"]) == 2  # one per epoch
+    assert max(logged["val/auc"]) == pytest.approx(summary["metrics"]["val/auc"], abs=1e-6)
+    assert logged["test/acc"][-1] == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    assert logged["hp/test_acc"][-1] == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    assert "hp_metric" not in logged  # no -1 placeholder in the hparams tab
+
+
+def test_best_checkpoint_holds_the_config_and_balanced_alpha(trained_run):
+    run_dir, _ = trained_run
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    config = ckpt["hyper_parameters"]["config"]
+    assert (
+        config["loss"]["_target_"] == "pathlab.losses.FocalLoss" and config["model"]["width"] == 8
+    )
+    alpha = ckpt["state_dict"]["criterion.weight"]
+    assert not torch.equal(alpha, torch.ones(9))  # resolved from the train split's class counts
+    assert (
+        len(ckpt["PathMNISTDataModule"]["mean"]) == 3
+    )  # normalisation stats travel with the weights
+
+
+def test_resume_from_last_checkpoint(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resumed = tmp_path / "resumed"
+    done = run_cli(
+        "pathlab.train",
+        *TINY_RUN,
+        "loss=focal",
+        "loss.alpha=balanced",
+        "trainer.max_epochs=3",
+        f"ckpt_path={last}",
+        f"hydra.run.dir={resumed}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = json.loads((run_dir / "metrics.json").read_text())
+    second = json.loads((resumed / "metrics.json").read_text())
+    assert second["epochs_trained"] == 3 and second["resumed_from"] == str(last)
+    assert second["global_step"] == first["global_step"] * 3 // 2  # continued, not restarted
+    assert second["val_last_epoch"]["epoch"] == 2
+    assert len(scalars(resumed)["val/auc"]) == 1  # only the new epoch was trained here
+
+
+def test_learns_synthetic_data_well_above_chance_and_mean_colour(tmp_path, cache_dir):
+    run_dir = tmp_path / "learn"
+    done = run_cli(
+        "pathlab.train",
+        "data=synthetic",
+        "data.synthetic.n_train=1500",
+        "data.synthetic.n_val=300",
+        "data.synthetic.n_test=300",
+        "model.stem=imagenet",
+        "model.width=16",
+        "trainer.max_epochs=5",
+        "scheduler=onecycle",
+        "optim.lr=0.003",
+        "~callbacks.rich_progress_bar",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert metrics["val/acc"] > 0.75 and metrics["test/acc"] > 0.6  # chance 0.11; mean colour ~0.5
+    assert metrics["test/auc"] > 0.9
+
+
+def test_any_official_layout_file_via_data_root(tmp_path, cache_dir):
+    root = tmp_path / "data"
+    write_npz(root / "pathmnist.npz", **random_arrays({"train": 72, "val": 27, "test": 27}))
+    run_dir = tmp_path / "out"
+    done = run_cli(
+        "pathlab.train",
+        "model=resnet18",
+        "loss=focal",
+        f"data.root={root}",
+        "data.download=false",
+        "model.stem=imagenet",
+        "model.width=4",
+        "trainer.max_epochs=1",
+        "data.batch_size=32",
+        "~callbacks.rich_progress_bar",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= summary["metrics"]["test/acc"] <= 1
+    assert (root / "pathmnist_stats.json").is_file()
+
+
+def _garbage(root: Path) -> None:
+    root.mkdir(parents=True)
+    (root / "pathmnist.npz").write_bytes(b"this is not a zip archive")
+
+
+def _bad_labels(root: Path) -> None:
+    arrays = random_arrays()
+    arrays["test_labels"][3] = 12
+    write_npz(root / "pathmnist.npz", **arrays)
+
+
+@pytest.mark.parametrize(
+    ("args", "prepare", "code", "expected"),
+    [
+        (
+            ["data.download=false"],
+            lambda r: r.mkdir(),
+            2,
+            ["pathmnist.npz is not in data.root", "zenodo.org", "data.root="],
+        ),
+        (["data.download=false"], None, 2, ["does not exist", "data.root="]),
+        (["data.download=false"], _garbage, 2, ["not a readable npz file", "download again"]),
+        (["data.download=false"], _bad_labels, 2, ["test_labels holds [12]", "outside 0..8"]),
+        (["loss=focal", "loss.gamma=-1"], None, 2, ["loss.gamma=-1 must be >= 0"]),
+        (
+            ["loss=focal", "loss.alpha=[1,2,3]"],
+            None,
+            2,
+            ["loss.alpha has 3 values", "9 non-negative floats"],
+        ),
+        (["data.batch_size=0"], None, 2, ["data.batch_size=0 is impossible"]),
+        (["ckpt_path=/no/such/last.ckpt"], None, 2, ["ckpt_path=/no/such/last.ckpt is not a file"]),
+        (["model.stem=vgg"], None, 2, ["model.stem='vgg' is unknown"]),
+        (["data.batchsize=3"], None, 1, ["Key 'batchsize' is not in struct", "data.batchsize"]),
+        (["loss=hinge"], None, 1, ["Could not find 'loss/hinge'", "focal"]),
+    ],
+)
+def test_user_errors_exit_with_one_clear_message(
+    tmp_path, cache_dir, args, prepare, code, expected
+):
+    root = tmp_path / "data"
+    if prepare:
+        prepare(root)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"kept": true}')  # a previous result in the same dir
+    done = run_cli(
+        "pathlab.train", *args, f"data.root={root}", f"hydra.run.dir={run_dir}", timeout=120
+    )
+    assert done.returncode == code, done.stderr[-2000:]
+    for text in expected:
+        assert text in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) < 15
+    assert json.loads((run_dir / "metrics.json").read_text()) == {"kept": True}  # nothing lost
