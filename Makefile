@@ -46,6 +46,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format pathlab tests
 	$(VENV)/bin/ruff check --fix pathlab tests
 
+bench: $(STAMP)
+	$(PY) -m pathlab.bench --out outputs/bench.json $(ARGS)
+
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs
 

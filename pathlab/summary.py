@@ -11,6 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from pathlab.report import write_report
+
 
 def _flat_params(cfg: DictConfig) -> dict[str, Any]:
     """The hyper-parameters worth comparing runs on, flattened to scalars for the hparams tab."""
@@ -51,3 +53,32 @@ def print_metrics(metrics: dict[str, float], run_dir: Path, title: str) -> None:
     console.print(table)
     console.print(f"run dir:     {run_dir}")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
+
+
+def log_report_to_tensorboard(trainer: L.Trainer, markdown: str, figures: dict, step: int) -> None:
+    """The report's figures as images and its text, beside the run's scalars."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            for name, fig in figures.items():
+                logger.experiment.add_figure(f"report/{name}", fig, global_step=step, close=False)
+            logger.experiment.add_text("report", markdown, global_step=step)
+            logger.experiment.flush()
+
+
+def publish_test_results(
+    trainer: L.Trainer, results: dict[str, Any], run_dir: Path, split: str, details: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the report files into the run dir and show them in TensorBoard; returns the report."""
+    details = {"TTA": f"{results['tta']} ({results['views']} views, softmax-averaged)", **details}
+    report, figures = write_report(
+        run_dir,
+        results["labels"],
+        results["probs"],
+        split=split,
+        details=details,
+        no_tta=results["no_tta"],
+    )
+    log_report_to_tensorboard(
+        trainer, (run_dir / "report.md").read_text(), figures, trainer.global_step
+    )
+    return report

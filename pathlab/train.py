@@ -20,18 +20,19 @@ from pathlab.config import CONF_DIR
 from pathlab.errors import ConfigError
 from pathlab.fileio import atomic_write_json
 from pathlab.module import PathClassifier
-from pathlab.summary import print_metrics, tensorboard_hparams
+from pathlab.summary import print_metrics, publish_test_results, tensorboard_hparams
 
 log = logging.getLogger("pathlab")
 
 
 def build_model(cfg: DictConfig) -> PathClassifier:
-    """The LightningModule from the model, loss, optim and scheduler groups."""
+    """The LightningModule from the model, loss, optim, scheduler and tta groups."""
     return PathClassifier(
         net=instantiate(cfg.model),
         criterion=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        tta=instantiate(cfg.tta) if cfg.get("tta") else None,
         num_classes=cfg.model.num_classes,
         channels_last=cfg.get("channels_last", True),
         compile=cfg.get("compile", False),
@@ -46,6 +47,11 @@ def _best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:
     """The epoch ModelCheckpoint keeps: the first with the highest value (NaN never wins)."""
     scored = [row for row in history if not math.isnan(row.get(metric, math.nan))]
     return max(scored, key=lambda row: row[metric]) if scored else (history[-1] if history else {})
+
+
+def headline(metrics: dict[str, float]) -> dict[str, float]:
+    """Split-level metrics (`test/acc`), without the per-class ones (`test/f1/ADI`)."""
+    return {k: v for k, v in metrics.items() if k.count("/") == 1}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -74,10 +80,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best_val = _best_row(model.val_history, cfg.optimized_metric)
     test_metrics: dict[str, float] = {}
     if cfg.get("test"):
-        results = trainer.test(
-            model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
-        )
-        test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        test_metrics = headline(
+            model.test_results["scalars"]
+        )  # full precision; the logged ones are float32
 
     metrics = {k: v for k, v in best_val.items() if k.startswith("val/")} | test_metrics
     summary = {
@@ -90,7 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "val_last_epoch": model.val_history[-1] if model.val_history else {},
         "best_checkpoint": best_path or None,
-        "last_checkpoint": checkpoint.last_model_path or None if checkpoint else None,
+        "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
         "seed": cfg.seed,
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "resumed_from": cfg.ckpt_path,
@@ -98,6 +104,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "metrics.json", summary)
+        if model.test_results is not None:
+            details = {"checkpoint": best_path or "final weights", "seed": cfg.seed}
+            publish_test_results(trainer, model.test_results, run_dir, "test", details)
         tensorboard_hparams(trainer, cfg, metrics)
         print_metrics(
             metrics, run_dir, title=f"{cfg.task_name}: best epoch {summary['best_epoch']}"

@@ -90,6 +90,17 @@ def compose_cfg(tmp_path, cache_dir) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, cache_dir):
+    """One tiny focal-loss run (default D4 TTA), shared by the training and evaluation tests."""
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    done = run_cli(
+        "pathlab.train", *TINY_RUN, "loss=focal", "loss.alpha=balanced", f"hydra.run.dir={run_dir}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir, done
+
+
 def run_cli(
     module: str, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:

@@ -34,17 +34,6 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, cache_dir):
-    """One tiny focal-loss run shared by the checks below."""
-    run_dir = tmp_path_factory.mktemp("train") / "run"
-    done = run_cli(
-        "pathlab.train", *TINY_RUN, "loss=focal", "loss.alpha=balanced", f"hydra.run.dir={run_dir}"
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir, done
-
-
 def test_run_writes_checkpoints_metrics_and_logs(trained_run):
     run_dir, done = trained_run
     assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (

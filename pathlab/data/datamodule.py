@@ -125,6 +125,7 @@ class PathMNISTDataModule(L.LightningDataModule):
         self.std: list[float] | None = None
         self.normalize: Normalize | None = None
         self.num_classes = NUM_CLASSES
+        self.test_split = "test"  # what test_dataloader serves; pathlab.eval may point it at "val"
 
     @property
     def npz_path(self) -> Path:
@@ -215,7 +216,7 @@ class PathMNISTDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self.test_split, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

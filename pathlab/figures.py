@@ -1,0 +1,129 @@
+"""Report figures, drawn with matplotlib's object API (no pyplot state, any backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from pathlab.evaluation import ECE_BINS
+
+
+def confusion_figure(cm: np.ndarray, names: Sequence[str]) -> Figure:
+    """Counts and row-normalised (recall) confusion matrices side by side."""
+    cm = np.asarray(cm)
+    rows = cm.sum(1, keepdims=True)
+    normalised = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
+    fig = Figure(figsize=(13, 5.6), layout="constrained")
+    for ax, data, title, fmt in zip(
+        fig.subplots(1, 2),
+        (cm, normalised),
+        ("counts", "row-normalised (share of true class)"),
+        ("d", ".2f"),
+        strict=True,
+    ):
+        image = ax.imshow(data, cmap="Blues", vmin=0)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        ax.set(
+            xticks=range(len(names)),
+            yticks=range(len(names)),
+            xticklabels=names,
+            yticklabels=names,
+            xlabel="predicted",
+            ylabel="true",
+            title=f"Confusion matrix, {title}",
+        )
+        ax.tick_params(axis="x", labelrotation=45)
+        threshold = data.max() / 2 if data.size else 0
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                ax.text(
+                    j,
+                    i,
+                    format(data[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if data[i, j] > threshold else "black",
+                )
+    return fig
+
+
+def per_class_figure(per_class: list[dict[str, Any]]) -> Figure:
+    names = [row["class"] for row in per_class]
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    for i, metric in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (i - 1) * 0.27, [row[metric] for row in per_class], width=0.27, label=metric)
+    ax.set(
+        xticks=x,
+        xticklabels=names,
+        ylim=(0, 1.05),
+        ylabel="score",
+        title="Per-class precision, recall (sensitivity) and F1",
+    )
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def roc_figure(
+    y_true: np.ndarray, probs: np.ndarray, names: Sequence[str], aucs: Sequence[float]
+) -> Figure:
+    fig = Figure(figsize=(6.4, 6), layout="constrained")
+    ax = fig.subplots()
+    for c, name in enumerate(names):
+        positives = y_true == c
+        if 0 < positives.sum() < len(y_true):
+            fpr, tpr, _ = roc_curve(positives, probs[:, c])
+            ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {aucs[c]:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title="One-vs-rest ROC curves",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def reliability_figure(
+    y_true: np.ndarray, probs: np.ndarray, ece: float, n_bins: int = ECE_BINS
+) -> Figure:
+    """Accuracy against top-class confidence per bin, with the bins' image counts."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins)
+    accuracy = np.divide(
+        np.bincount(which, weights=correct, minlength=n_bins),
+        counts,
+        out=np.zeros(n_bins),
+        where=counts > 0,
+    )
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig = Figure(figsize=(6.4, 6), layout="constrained")
+    ax, ax_count = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    ax.bar(
+        centres[counts > 0],
+        accuracy[counts > 0],
+        width=1 / n_bins,
+        edgecolor="black",
+        alpha=0.8,
+        label="accuracy",
+    )
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
+    ax.set(
+        ylabel="accuracy", ylim=(0, 1), title=f"Reliability diagram (ECE {ece:.4f}, {n_bins} bins)"
+    )
+    ax.legend(loc="upper left")
+    ax_count.bar(centres, counts, width=1 / n_bins, color="grey")
+    ax_count.set(xlabel="confidence (top-class probability)", ylabel="images", xlim=(0, 1))
+    return fig

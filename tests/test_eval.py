@@ -1,0 +1,168 @@
+"""After training: report files and TensorBoard panels; pathlab.eval reproduces and fails clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from pathlab import eval as eval_module
+from tests.conftest import TINY_RUN, run_cli
+from tests.test_train import scalars
+
+DATA_ARGS = [a for a in TINY_RUN if a.startswith("data")]
+REPORT_FILES = (
+    "report.md",
+    "per_class.csv",
+    "predictions.csv",
+    "confusion_matrix.png",
+    "per_class_metrics.png",
+    "roc_curves.png",
+    "reliability_diagram.png",
+)
+
+
+def test_training_run_leaves_the_report(trained_run):
+    run_dir, _ = trained_run
+    for name in REPORT_FILES:
+        assert (run_dir / name).is_file(), name
+    assert len(list(run_dir.glob("pathmnist_test_[[]AUC[]]*_[[]ACC[]]*@run.csv"))) == 1
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    assert stored["report"]["overall"]["acc"] == stored["metrics"]["test/acc"]
+    assert stored["report"]["overall"]["auc"] == stored["metrics"]["test/auc"]
+    assert stored["report"]["no_tta"]["acc"] == stored["metrics"]["test/acc_no_tta"]
+    assert "d4 (8 views" in (run_dir / "report.md").read_text()
+
+
+def test_tensorboard_panels(trained_run):
+    run_dir, _ = trained_run
+    logged = scalars(run_dir)
+    for name in (
+        "test/acc_no_tta",
+        "test/auc_no_tta",
+        "test/recall/STR",
+        "test/auc/ADI",
+        "test/specificity/MUS",
+        "test/ece",
+        "test/kappa",
+        "test/balanced_acc",
+    ):
+        assert name in logged, name
+    images, texts = set(), set()
+    for events in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"images": 0, "tensors": 0})
+        acc.Reload()
+        images |= set(acc.Tags()["images"])
+        texts |= set(acc.Tags()["tensors"])
+    assert {
+        "report/confusion_matrix",
+        "report/roc_curves",
+        "report/reliability_diagram",
+        "report/per_class_metrics",
+    } <= images
+    assert any(tag.startswith("report") for tag in texts)
+
+
+def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "eval"
+    done = run_cli(
+        "pathlab.eval",
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+        *DATA_ARGS,
+        f"hydra.run.dir={out}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    evaluated = json.loads((out / "metrics.json").read_text())["metrics"]
+    for name in ("test/acc", "test/auc", "test/f1_macro", "test/acc_no_tta", "test/ece"):
+        assert evaluated[name] == pytest.approx(trained[name], abs=1e-6), name
+    for name in REPORT_FILES:
+        assert (out / name).is_file()
+
+
+def test_eval_on_val_without_tta_matches_training_validation(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "eval_val"
+    done = run_cli(
+        "pathlab.eval",
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+        "split=val",
+        "tta=none",
+        *DATA_ARGS,
+        f"hydra.run.dir={out}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["split"] == "val" and evaluated["tta"] == "none"
+    assert evaluated["metrics"]["val/acc"] == pytest.approx(trained["val/acc"], abs=1e-6)
+    assert evaluated["metrics"]["val/auc"] == pytest.approx(trained["val/auc"], abs=1e-5)
+    assert "val/acc" in scalars(out)
+
+
+def _edited_checkpoint(run_dir, path, edit):
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda run, p: _edited_checkpoint(
+                run, p, lambda c: c["hyper_parameters"]["config"]["model"].update(num_classes=5)
+            ),
+            "predicts 5 classes, but this data set has 9",
+        ),
+        (
+            lambda run, p: _edited_checkpoint(
+                run, p, lambda c: c["hyper_parameters"]["config"]["model"].update(width=16)
+            ),
+            "weights do not fit its model config",
+        ),
+        (
+            lambda run, p: torch.save({"weights": torch.zeros(3)}, p) or p,
+            "was not written by pathlab.train",
+        ),
+        (lambda run, p: p.write_bytes(b"garbage") and p, "is not a readable PyTorch checkpoint"),
+        (lambda run, p: p.parent / "missing.ckpt", "is not a file"),
+    ],
+)
+def test_eval_bad_checkpoints(trained_run, tmp_path, make, message):
+    run_dir, _ = trained_run
+    ckpt = make(run_dir, tmp_path / "other.ckpt")
+    done = run_cli(
+        "pathlab.eval",
+        f"ckpt_path={ckpt}",
+        *DATA_ARGS,
+        f"hydra.run.dir={tmp_path / 'out'}",
+        timeout=120,
+    )
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_checkpoints_load_onto_the_cpu(trained_run, monkeypatch):
+    """A checkpoint written on a GPU machine is mapped to the CPU on load."""
+    run_dir, _ = trained_run
+    seen = {}
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    ckpt = eval_module.load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    assert seen["map_location"] == "cpu"
+    assert all(t.device.type == "cpu" for t in ckpt["state_dict"].values())
+
+
+def test_eval_needs_a_checkpoint(tmp_path):
+    done = run_cli("pathlab.eval", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert done.returncode != 0 and "ckpt_path" in done.stderr
