@@ -7,13 +7,16 @@ STAMP := $(VENV)/.installed
 # torch/torchvision: the versions this project is tested with (pip may take them from a local cache)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
+SWEEP_DIR ?= outputs/sweep_demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: help install demo train test test-fast lint format bench tensorboard clean
+.PHONY: help install demo train test test-fast lint format bench sweep ablation tensorboard clean
 
 help:
 	@echo "make demo         train + test a short run offline on synthetic data, print the report"
 	@echo "make test         run the test suite"
 	@echo "make train ARGS='model=resnet18 loss=focal'   any training run"
+	@echo "make sweep        a small demo sweep (CE vs focal x 2 seeds, synthetic) and its summary table"
+	@echo "make ablation     experiments/loss_ablation (CE vs focal x TTA x 3 seeds)"
 	@echo "make tensorboard  TensorBoard over outputs/"
 	@echo "make lint / format / bench / clean"
 
@@ -45,6 +48,14 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format pathlab tests
 	$(VENV)/bin/ruff check --fix pathlab tests
+
+sweep: $(STAMP)
+	$(PY) -m pathlab.train -m experiment=demo data.synthetic.n_train=2000 trainer.max_epochs=3 \
+		loss=ce,focal seed=0,1 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(PY) -m pathlab.summarize $(SWEEP_DIR)
+
+ablation: $(STAMP)
+	experiments/loss_ablation/run.sh
 
 bench: $(STAMP)
 	$(PY) -m pathlab.bench --out outputs/bench.json $(ARGS)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -20,3 +23,52 @@ def conf_dir() -> Path:
 
 
 CONF_DIR = conf_dir()
+
+
+# Keys most likely to be what a sweep varies come first, so a truncated name still shows them.
+_NAME_PRIORITY = (
+    "seed",
+    "loss",
+    "optim",
+    "tta",
+    "model",
+    "scheduler",
+    "experiment",
+    "trainer",
+    "data",
+)
+
+
+def _split_overrides(text: str) -> list[str]:
+    """Split Hydra's override_dirname at top-level commas (not inside [..] or {..})."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{" or -(char in "]}")
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [*items, current] if current else items
+
+
+def job_dirname(num: int, overrides: str, max_length: int = 80) -> str:
+    """A multirun job's folder: its number, then its overrides, safe as one path component.
+
+    `0_loss=focal,seed=1` reads well in TensorBoard's run list; the number keeps names unique.
+    Seeds, losses and optimiser settings come first so that truncation keeps them.
+    """
+
+    def rank(item: str) -> int:
+        key = item.split("=", 1)[0].lstrip("+~")
+        return next(
+            (i for i, p in enumerate(_NAME_PRIORITY) if key == p or key.startswith(p + ".")),
+            len(_NAME_PRIORITY),
+        )
+
+    ordered = ",".join(sorted(_split_overrides(overrides), key=rank))
+    safe = re.sub(r"[^A-Za-z0-9=,._+-]", "-", ordered)[:max_length].rstrip(",")
+    return f"{num}_{safe}" if safe else str(num)
+
+
+OmegaConf.register_new_resolver("pathlab.job_dirname", job_dirname, replace=True)

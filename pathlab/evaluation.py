@@ -30,8 +30,15 @@ from sklearn.metrics import (
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from pathlab.classes import LONG_NAMES, SHORT_NAMES
+from pathlab.errors import PathlabError
 
 ECE_BINS = 15
+
+
+class PredictionError(PathlabError):
+    """Predictions that no metric can be computed on (NaN from a diverged model)."""
+
+
 PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auc")
 
 
@@ -84,6 +91,11 @@ def classification_report(
     """Overall and per-class metrics, the confusion matrix and the most confused pairs."""
     y_true = np.asarray(y_true).astype(int).ravel()
     probs = np.asarray(probs, dtype=np.float64)
+    if not np.isfinite(probs).all():
+        raise PredictionError(
+            f"{int((~np.isfinite(probs).any(1)).sum())} of {len(probs)} predictions are NaN or infinite: "
+            "the model diverged (train again with a lower optim.lr)."
+        )
     n_classes = probs.shape[1]
     labels = list(range(n_classes))
     pred = probs.argmax(1)

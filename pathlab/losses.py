@@ -1,6 +1,6 @@
 """Classification losses with per-class weights: cross-entropy and multi-class focal loss.
 
-Both accept class weights as None, a list of one float per class, or "balanced": inverse
+Both accept class weights as None (or "none"), a list of one float per class, or "balanced": inverse
 class frequency of the train split, n / (C * n_c) (scikit-learn's convention, mean 1 on a
 balanced set). "balanced" is resolved by `set_class_counts`, which PathClassifier calls with
 the DataModule's train counts before fitting; the weights are saved in checkpoints.
@@ -36,6 +36,8 @@ class _ClassWeighted(nn.Module):
 
     def __init__(self, weights: str | Sequence[float] | None, num_classes: int, name: str):
         super().__init__()
+        if isinstance(weights, str) and weights.lower() == "none":
+            weights = None  # Hydra sweeps cannot choose null, so choice(none, balanced) means this
         self.balanced = weights == "balanced"
         if isinstance(weights, str) and not self.balanced:
             raise ConfigError(

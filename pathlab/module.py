@@ -128,6 +128,8 @@ class PathClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = {"val/loss": self.val_loss.compute(), **self.val_metrics.compute()}
+        if not torch.isfinite(values["val/loss"]):  # diverged: AUROC of NaN scores is no signal
+            values = {k: torch.tensor(float("nan")) for k in values}
         self.val_loss.reset()
         self.val_metrics.reset()
         self.log_dict(values, prog_bar=True)

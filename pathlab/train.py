@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -17,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pathlab.cli import instantiate_all, run_task
 from pathlab.config import CONF_DIR
-from pathlab.errors import ConfigError
+from pathlab.errors import ConfigError, PathlabError
 from pathlab.fileio import atomic_write_json
 from pathlab.module import PathClassifier
 from pathlab.summary import print_metrics, publish_test_results, tensorboard_hparams
@@ -54,6 +56,25 @@ def headline(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k.count("/") == 1}
 
 
+class TrainingDiverged(PathlabError):
+    """The optimised metric is NaN: a sweeper records the trial as failed."""
+
+
+def cpu_threads(cfg: DictConfig) -> int | None:
+    """torch CPU threads: `threads`, or the cores split between joblib's parallel jobs."""
+    if cfg.get("threads"):
+        return int(cfg.threads)
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    if not n_jobs:
+        return None
+    cores = os.cpu_count() or 1
+    jobs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores
+    return max(1, cores // jobs)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
@@ -61,6 +82,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt."
         )
+    threads = cpu_threads(cfg)
+    if threads:
+        torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -78,8 +102,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = _checkpoint_callback(trainer)
     best_path = checkpoint.best_model_path if checkpoint else ""
     best_val = _best_row(model.val_history, cfg.optimized_metric)
+    diverged = not math.isfinite(best_val.get(cfg.optimized_metric, math.nan))
     test_metrics: dict[str, float] = {}
-    if cfg.get("test"):
+    if cfg.get("test") and not diverged:
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_metrics = headline(
             model.test_results["scalars"]
@@ -87,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics = {k: v for k, v in best_val.items() if k.startswith("val/")} | test_metrics
     summary = {
+        "status": "diverged" if diverged else "completed",
         "run_dir": str(run_dir),
         "optimized_metric": cfg.optimized_metric,
         "optimized_value": metrics.get(cfg.optimized_metric),
@@ -100,6 +126,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "resumed_from": cfg.ckpt_path,
+        "torch_threads": torch.get_num_threads(),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     if trainer.is_global_zero:
@@ -110,6 +137,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tensorboard_hparams(trainer, cfg, metrics)
         print_metrics(
             metrics, run_dir, title=f"{cfg.task_name}: best epoch {summary['best_epoch']}"
+        )
+    if diverged:
+        raise TrainingDiverged(
+            f"{cfg.optimized_metric} is NaN in every epoch: training diverged (optim.lr={cfg.optim.get('lr')}). "
+            f"Lower optim.lr or set trainer.gradient_clip_val=1.0; the run's files are in {run_dir}."
         )
     return summary
 

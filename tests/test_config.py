@@ -21,10 +21,12 @@ GROUPS = [
     "loss",
     "optim",
     "scheduler",
+    "tta",
     "trainer",
     "logger",
     "callbacks",
     "experiment",
+    "hparams_search",
 ]
 
 
@@ -42,6 +44,8 @@ def test_every_group_has_options():
     assert {"pathmnist", "synthetic"} <= set(options("data"))
     assert {"ce", "focal"} <= set(options("loss"))
     assert {"demo", "medmnist_v2", "fast_cpu"} <= set(options("experiment"))
+    assert {"focal_optuna", "ce_optuna"} <= set(options("hparams_search"))
+    assert {"none", "flip", "rot4", "d4"} <= set(options("tta"))
 
 
 @pytest.mark.parametrize(("group", "option"), all_options())

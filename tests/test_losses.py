@@ -119,3 +119,13 @@ def test_cross_entropy_weights_and_label_smoothing(batch):
 def test_impossible_values_name_the_value(make, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         make()
+
+
+def test_none_string_means_no_weights(batch):
+    """Hydra sweeps cannot choose null, so choice(none, balanced) passes the string 'none'."""
+    logits, target = batch
+    assert FocalLoss(alpha="none").alpha is None
+    assert CrossEntropyLoss(weight="None").weight is None
+    assert FocalLoss(gamma=0, alpha="none")(logits, target).item() == pytest.approx(
+        F.cross_entropy(logits, target).item(), abs=1e-6
+    )

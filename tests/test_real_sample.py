@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from tests.conftest import REAL_SAMPLE, run_cli, write_npz
+from pathlab.data.npz import resplit_npz
+from tests.conftest import REAL_SAMPLE, run_cli
 
 pytestmark = pytest.mark.skipif(
     not REAL_SAMPLE.is_file(), reason=f"{REAL_SAMPLE} is absent (not shipped with the repo)"
 )
 
 
-def real_split_npz(root):
-    """The sample split 700 / 100 / 200 in file order, written in the official layout."""
-    with np.load(REAL_SAMPLE) as sample:
-        images, labels = sample["train_images"], sample["train_labels"]
-    parts = {"train": slice(0, 700), "val": slice(700, 800), "test": slice(800, 1000)}
-    arrays = {}
-    for split, part in parts.items():
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[part], labels[part]
-    return write_npz(root / "pathmnist.npz", **arrays)
-
-
 def test_learns_real_tissue_well_above_chance(tmp_path, cache_dir):
-    real_split_npz(tmp_path / "real")
+    resplit_npz(
+        REAL_SAMPLE, tmp_path / "real" / "pathmnist.npz", {"train": 700, "val": 100, "test": 200}
+    )
     run_dir = tmp_path / "run"
     done = run_cli(
         "pathlab.train",

@@ -1,0 +1,289 @@
+"""One table across runs: `python -m pathlab.summarize DIR [DIR ...] [--out DIR]`.
+
+Runs are found below each DIR (a multirun dir, an Optuna study dir, single run dirs) by
+their `.hydra/overrides.yaml`. They are grouped by their overrides minus the seed, and each
+group gets mean, std (sample, n-1) and n of every val and test metric, sorted by the
+optimised metric (best first, marked). Writes summary.md, summary.csv and summary.png;
+runs without a completed metrics.json are listed as failed, with the reason from their log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+
+from pathlab.errors import PathlabError
+from pathlab.fileio import atomic_write, atomic_write_text
+
+# Overrides that do not define a configuration: the seed, and where things are written.
+NOT_A_SETTING = ("seed", "hydra.run.dir", "hydra.sweep.dir", "paths.cache_dir", "paths.output_dir")
+COLUMNS = (
+    "val/auc",
+    "val/acc",
+    "test/acc",
+    "test/auc",
+    "test/f1_macro",
+    "test/acc_no_tta",
+    "test/auc_no_tta",
+)
+
+
+@dataclass
+class Run:
+    path: Path
+    overrides: list[str]
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    optimized_metric: str | None = None
+    reason: str = ""
+
+    @property
+    def settings(self) -> frozenset[str]:
+        """The overrides that define the configuration (not the seed, not output paths)."""
+        return frozenset(
+            o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") not in NOT_A_SETTING
+        )
+
+
+@dataclass
+class Group:
+    name: str
+    runs: list[Run]
+    failed: list[Run]
+
+    def values(self, metric: str) -> np.ndarray:
+        return np.array([r.metrics[metric] for r in self.runs if metric in r.metrics], dtype=float)
+
+    def mean(self, metric: str) -> float:
+        v = self.values(metric)
+        return float(v.mean()) if len(v) else math.nan
+
+    def std(self, metric: str) -> float:
+        v = self.values(metric)
+        return float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+
+def _failure_reason(path: Path, fallback: str) -> str:
+    """The last error line of the run's log, else `fallback`."""
+    for log in path.glob("*.log"):
+        errors = [line for line in log.read_text(errors="replace").splitlines() if "ERROR" in line]
+        if errors:
+            return errors[-1].split(" - ", 1)[-1][:300]
+    return fallback
+
+
+def load_run(path: Path) -> Run:
+    overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+    try:
+        data = json.loads((path / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return Run(
+            path,
+            overrides,
+            "failed",
+            reason=_failure_reason(path, "no metrics.json (crashed or still running)"),
+        )
+    status = data.get("status", "completed")
+    run = Run(path, overrides, status, data.get("metrics", {}), data.get("optimized_metric"))
+    if status != "completed":
+        run.reason = _failure_reason(path, f"status {status} in metrics.json")
+    return run
+
+
+def find_runs(paths: list[Path]) -> list[Run]:
+    found: dict[Path, None] = {}
+    for root in paths:
+        if not root.exists():
+            raise PathlabError(
+                f"{root} does not exist; pass a multirun dir (outputs/train/multiruns/...) or run dirs."
+            )
+        for marker in sorted(root.rglob(".hydra/overrides.yaml")):
+            found[marker.parent.parent.resolve()] = None
+    if not found:
+        raise PathlabError(
+            f"no runs under {', '.join(map(str, paths))}: a run dir holds .hydra/overrides.yaml."
+        )
+    return [load_run(p) for p in found]
+
+
+def common_settings(runs: list[Run]) -> list[str]:
+    """Overrides every run shares: said once, left out of the group names."""
+    return sorted(frozenset.intersection(*(r.settings for r in runs))) if runs else []
+
+
+def summarize(runs: list[Run]) -> tuple[list[Group], str]:
+    """Groups sorted by the optimised metric's mean (best first), and that metric's name."""
+    metric = next((r.optimized_metric for r in runs if r.optimized_metric), "val/auc")
+    common = set(common_settings(runs))
+    groups: dict[str, Group] = {}
+    for run in runs:
+        name = ",".join(sorted(run.settings - common)) or "(common settings)"
+        group = groups.setdefault(name, Group(name, [], []))
+        (group.runs if run.status == "completed" else group.failed).append(run)
+    ranked = sorted(
+        groups.values(),
+        key=lambda g: (math.isnan(g.mean(metric)), -np.nan_to_num(g.mean(metric), nan=0.0)),
+    )
+    return ranked, metric
+
+
+def _cell(group: Group, metric: str) -> str:
+    mean, std = group.mean(metric), group.std(metric)
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
+
+
+def _metrics(groups: list[Group], optimized: str) -> list[str]:
+    present = {m for g in groups for r in g.runs for m in r.metrics}
+    first = [optimized] if optimized in present else []
+    return first + [m for m in COLUMNS if m in present and m != optimized]
+
+
+def summary_csv(groups: list[Group], metrics: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["group", "n", "n_failed"] + [f"{m}_{stat}" for m in metrics for stat in ("mean", "std")]
+    )
+    for g in groups:
+        values = [
+            f"{v:.6f}" if not math.isnan(v) else "" for m in metrics for v in (g.mean(m), g.std(m))
+        ]
+        writer.writerow([g.name, len(g.runs), len(g.failed), *values])
+    return buffer.getvalue()
+
+
+def summary_markdown(
+    groups: list[Group], metrics: list[str], optimized: str, sources: list[Path], common: list[str]
+) -> str:
+    lines = [
+        "# Summary",
+        "",
+        f"Runs from: {', '.join(str(s) for s in sources)}. Sorted by {optimized} "
+        "(mean over seeds, best first, **bold**); cells are mean ± sample std over n runs.",
+        "",
+    ]
+    if common:
+        lines += [f"Settings common to every run: `{' '.join(common)}`", ""]
+    lines.append("| group | n | " + " | ".join(metrics) + " |")
+    lines.append("|---|---:|" + "---:|" * len(metrics))
+    for i, g in enumerate(groups):
+        name = f"**{g.name}** (best)" if i == 0 and g.runs else g.name
+        lines.append(
+            f"| {name} | {len(g.runs)} | " + " | ".join(_cell(g, m) for m in metrics) + " |"
+        )
+    failed = [r for g in groups for r in g.failed]
+    lines += ["", f"## Failed runs ({len(failed)})", ""]
+    lines += [f"- `{r.path}` ({r.status}): {r.reason}" for r in failed] or ["None."]
+    lines += ["", "![summary](summary.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def summary_figure(groups: list[Group], metrics: list[str]) -> Figure:
+    shown = [g for g in groups if g.runs]
+    plotted = metrics[:4]
+    fig = Figure(
+        figsize=(max(6, 1.1 * len(shown) * len(plotted) / 2 + 3), 4.5), layout="constrained"
+    )
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(plotted))
+    x = np.arange(len(shown))
+    for i, metric in enumerate(plotted):
+        means = [g.mean(metric) for g in shown]
+        stds = [0 if math.isnan(g.std(metric)) else g.std(metric) for g in shown]
+        ax.bar(
+            x + (i - (len(plotted) - 1) / 2) * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=3,
+            label=metric,
+        )
+    ax.set_xticks(
+        x,
+        [g.name if len(g.name) < 40 else g.name[:37] + "..." for g in shown],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
+    finite = [g.mean(m) for g in shown for m in plotted if not math.isnan(g.mean(m))]
+    low = min(finite) if finite else 0
+    ax.set(
+        ylim=(max(0, low - 0.1), 1.0),
+        ylabel="mean ± std over seeds",
+        title="Runs grouped by configuration",
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def print_table(groups: list[Group], metrics: list[str]) -> None:
+    table = Table(title="pathlab summary (mean ± std over seeds)")
+    table.add_column("group")
+    table.add_column("n", justify="right")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for i, g in enumerate(groups):
+        table.add_row(
+            ("★ " if i == 0 and g.runs else "") + g.name,
+            str(len(g.runs)),
+            *(_cell(g, m) for m in metrics),
+        )
+    console = Console()
+    console.print(table)
+    for g in groups:
+        for r in g.failed:
+            console.print(f"[red]failed[/red] {r.path}: {r.reason}")
+
+
+def write_summary(paths: list[Path], out: Path) -> list[Group]:
+    runs = find_runs(paths)
+    groups, optimized = summarize(runs)
+    metrics = _metrics(groups, optimized)
+    figure = summary_figure(groups, metrics)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=110)
+    atomic_write(out / "summary.png", lambda tmp: tmp.write_bytes(png.getvalue()))
+    atomic_write_text(out / "summary.csv", summary_csv(groups, metrics))
+    atomic_write_text(
+        out / "summary.md",
+        summary_markdown(groups, metrics, optimized, paths, common_settings(runs)),
+    )
+    print_table(groups, metrics)
+    return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pathlab.summarize", description="Summarise runs across seeds."
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, help="multirun dirs, study dirs or run dirs")
+    parser.add_argument(
+        "--out", type=Path, help="where summary.md/csv/png go (default: the first DIR)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        write_summary(args.dirs, args.out or args.dirs[0])
+    except PathlabError as exc:
+        print(f"pathlab: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"summary written to {args.out or args.dirs[0]}/summary.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Multirun sweeps: basic, joblib and submitit launchers, resumable Optuna, failures, summarize."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from pathlab.config import job_dirname
+from pathlab.summarize import main as summarize_main
+from tests.conftest import TINY_RUN, run_cli
+
+SWEEP_RUN = [
+    *(a for a in TINY_RUN if a != "trainer.max_epochs=2"),
+    "trainer.max_epochs=1",
+    "tta=none",
+]
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    return sorted(
+        (p for p in sweep.iterdir() if (p / ".hydra").is_dir()),
+        key=lambda p: int(p.name.split("_")[0]),
+    )
+
+
+def metrics(job: Path) -> dict:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def test_job_dirname_is_unique_readable_and_safe():
+    assert job_dirname(0, "") == "0"
+    assert job_dirname(2, "loss=focal,seed=1") == "2_seed=1,loss=focal"
+    name = job_dirname(
+        7, "data.synthetic.n_train=360,data=synthetic,optimized_metric=val/acc,seed=3" + ",x=1" * 40
+    )
+    assert name.startswith("7_seed=3,") and "/" not in name and len(name) <= 82
+
+
+def test_basic_multirun_gives_each_job_its_dir_logs_and_report(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    done = run_cli("pathlab.train", "-m", *SWEEP_RUN, "loss=ce,focal", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = job_dirs(sweep)
+    assert [j.name.split(",")[0] for j in jobs] == [
+        "0_loss=ce",
+        "1_loss=focal",
+    ]  # what varies comes first
+    for job in jobs:
+        assert metrics(job)["status"] == "completed" and (job / "report.md").is_file()
+        assert list((job / "tensorboard").glob("events.out.tfevents.*"))
+    assert "loss=focal" in metrics(jobs[1])["overrides"]
+
+
+def test_joblib_runs_jobs_in_parallel_with_split_threads(tmp_path, cache_dir):
+    sweep = tmp_path / "joblib"
+    done = run_cli(
+        "pathlab.train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *SWEEP_RUN,
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 2
+    assert all(metrics(j)["torch_threads"] == max(1, os.cpu_count() // 2) for j in jobs)
+    assert metrics(jobs[0])["seed"] == 0 and metrics(jobs[1])["seed"] == 1
+
+
+def test_submitit_local_runs_the_slurm_path(tmp_path, cache_dir):
+    sweep = tmp_path / "submitit"
+    done = run_cli(
+        "pathlab.train",
+        "-m",
+        "hydra/launcher=slurm_local",
+        *SWEEP_RUN,
+        "seed=5",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (job,) = job_dirs(sweep)
+    assert metrics(job)["status"] == "completed" and metrics(job)["seed"] == 5
+    assert list(sweep.rglob("*_submitted.pkl")) or list(
+        sweep.rglob(".submitit")
+    )  # went through submitit
+
+
+def test_slurm_preset_composes(compose_cfg):
+    cfg = compose_cfg(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert (
+        launcher.gpus_per_node == 1
+        and launcher.array_parallelism == 16
+        and launcher.timeout_min == 240
+    )
+
+
+def _study(sweep: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep / 'optuna.db'}")
+
+
+def test_optuna_study_in_sqlite_resumes(tmp_path, cache_dir):
+    sweep = tmp_path / "study"
+    first = run_cli(
+        "pathlab.train",
+        "hparams_search=focal_optuna",
+        *SWEEP_RUN,
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    study = _study(sweep, "focal_optuna")
+    assert len(study.trials) == 3 and study.direction == optuna.study.StudyDirection.MAXIMIZE
+    first_values = [t.value for t in study.trials]
+    for trial, job in zip(study.trials, job_dirs(sweep), strict=True):
+        assert trial.value == pytest.approx(
+            metrics(job)["metrics"]["val/auc"]
+        )  # val/auc, never a test metric
+        # data.batch_size is fixed by SWEEP_RUN's command-line override, so Optuna leaves it out
+        assert set(trial.params) == {"optim.lr", "optim.weight_decay", "loss.gamma", "loss.alpha"}
+        assert "data.batch_size=64" in metrics(job)["overrides"]
+    again = run_cli(
+        "pathlab.train",
+        "hparams_search=focal_optuna",
+        *SWEEP_RUN,
+        "hydra.sweeper.n_trials=5",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = _study(sweep, "focal_optuna")
+    assert (
+        len(study.trials) == 5 and [t.value for t in study.trials[:3]] == first_values
+    )  # continued, not restarted
+    assert [int(j.name.split("_")[0]) for j in job_dirs(sweep)] == [0, 1, 2, 3, 4]
+    done = run_cli(
+        "pathlab.train",
+        "hparams_search=focal_optuna",
+        *SWEEP_RUN,
+        "hydra.sweeper.n_trials=5",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert (
+        done.returncode == 0 and len(_study(sweep, "focal_optuna").trials) == 5
+    )  # nothing left to do
+
+
+def test_failed_and_nan_trials_do_not_stop_the_sweep(tmp_path, cache_dir):
+    """Grid over a crash (batch size 0) and a divergence (lr 1e30): all four trials are recorded."""
+    sweep = tmp_path / "failing"
+    done = run_cli(
+        "pathlab.train",
+        "-m",
+        *[a for a in SWEEP_RUN if not a.startswith("data.batch_size")],
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper._target_=hydra_plugins.pathlab_optuna_sweeper.resumable.ResumableOptunaSweeper",
+        "hydra.sweeper.direction=maximize",
+        "hydra.sweeper.study_name=failing",
+        "hydra.sweeper.max_failure_rate=1.0",
+        f"hydra.sweeper.storage=sqlite:///{sweep / 'optuna.db'}",
+        "hydra.sweeper.n_trials=4",
+        "data.batch_size=choice(0,64)",
+        "optim.lr=choice(0.001,1e30)",  # the search space, as overrides
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = _study(sweep, "failing").trials
+    states = {(t.params["data.batch_size"], t.params["optim.lr"]): t.state for t in trials}
+    complete, fail = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+    assert states == {(64, 0.001): complete, (64, 1e30): fail, (0, 0.001): fail, (0, 1e30): fail}
+    diverged = [
+        j
+        for j in job_dirs(sweep)
+        if (j / "metrics.json").is_file() and metrics(j)["status"] == "diverged"
+    ]
+    assert len(diverged) == 1
+
+    assert summarize_main([str(sweep)]) == 0
+    text = (sweep / "summary.md").read_text()
+    assert (
+        "## Failed runs (3)" in text
+        and "data.batch_size=0 is impossible" in text
+        and "training diverged" in text
+    )
+
+
+def test_summarize_groups_seeds(tmp_path, cache_dir, capsys):
+    sweep = tmp_path / "seeds"
+    done = run_cli(
+        "pathlab.train", "-m", *SWEEP_RUN, "loss=ce,focal", "seed=0,1", f"hydra.sweep.dir={sweep}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert summarize_main([str(sweep)]) == 0
+    assert "pathlab summary" in capsys.readouterr().out
+    rows = {}
+    for line in (sweep / "summary.csv").read_text().splitlines()[1:]:
+        group, n, n_failed, *rest = line.split(",")
+        rows[group] = (int(n), int(n_failed), rest)
+    assert set(rows) == {"loss=ce", "loss=focal"}
+    header = (sweep / "summary.csv").read_text().splitlines()[0].split(",")
+    for group in rows:
+        runs = [metrics(j) for j in job_dirs(sweep) if f"{group}" in metrics(j)["overrides"]]
+        values = np.array([r["metrics"]["test/acc"] for r in runs])
+        n, n_failed, rest = rows[group]
+        assert n == 2 and n_failed == 0
+        cells = dict(zip(header[3:], rest, strict=True))
+        assert float(cells["test/acc_mean"]) == pytest.approx(values.mean(), abs=1e-6)
+        assert float(cells["test/acc_std"]) == pytest.approx(values.std(ddof=1), abs=1e-6)
+    text = (sweep / "summary.md").read_text()
+    assert (
+        "(best)" in text
+        and "Settings common to every run" in text
+        and (sweep / "summary.png").stat().st_size > 1000
+    )
+
+
+def test_summarize_bad_input(tmp_path, capsys):
+    assert summarize_main([str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert summarize_main([str(tmp_path)]) == 2
+    assert "no runs under" in capsys.readouterr().err
