@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 # torch/torchvision: the versions this project is tested with (pip may take them from a local cache)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
+EXPLORE_DATA ?= data=synthetic
 SWEEP_DIR ?= outputs/sweep_demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: help install demo train test test-fast lint format bench sweep ablation tensorboard clean
+.PHONY: help install demo train test test-fast lint format bench sweep ablation explore docs-figures strip-notebooks tensorboard clean
 
 help:
 	@echo "make demo         train + test a short run offline on synthetic data, print the report"
@@ -17,6 +18,8 @@ help:
 	@echo "make train ARGS='model=resnet18 loss=focal'   any training run"
 	@echo "make sweep        a small demo sweep (CE vs focal x 2 seeds, synthetic) and its summary table"
 	@echo "make ablation     experiments/loss_ablation (CE vs focal x TTA x 3 seeds)"
+	@echo "make explore      data figures (EXPLORE_DATA=data=pathmnist for the real set)"
+	@echo "make docs-figures regenerate docs/*.png shown in README.md"
 	@echo "make tensorboard  TensorBoard over outputs/"
 	@echo "make lint / format / bench / clean"
 
@@ -42,12 +45,12 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pathlab tests
-	$(VENV)/bin/ruff format --check pathlab tests
+	$(VENV)/bin/ruff check pathlab tests hydra_plugins
+	$(VENV)/bin/ruff format --check pathlab tests hydra_plugins
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format pathlab tests
-	$(VENV)/bin/ruff check --fix pathlab tests
+	$(VENV)/bin/ruff format pathlab tests hydra_plugins
+	$(VENV)/bin/ruff check --fix pathlab tests hydra_plugins
 
 sweep: $(STAMP)
 	$(PY) -m pathlab.train -m experiment=demo data.synthetic.n_train=2000 trainer.max_epochs=3 \
@@ -56,6 +59,18 @@ sweep: $(STAMP)
 
 ablation: $(STAMP)
 	experiments/loss_ablation/run.sh
+
+explore: $(STAMP)
+	$(PY) -m pathlab.explore $(EXPLORE_DATA) $(ARGS)
+
+# the pictures in README.md: drawn from the synthetic data, so anyone can regenerate them
+docs-figures: $(STAMP)
+	$(PY) -m pathlab.explore data=synthetic hydra.run.dir=outputs/docs_figures
+	mkdir -p docs
+	cp outputs/docs_figures/samples.png outputs/docs_figures/class_distribution.png docs/
+
+strip-notebooks: $(STAMP)
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
 
 bench: $(STAMP)
 	$(PY) -m pathlab.bench --out outputs/bench.json $(ARGS)

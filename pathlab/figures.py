@@ -1,4 +1,5 @@
-"""Report figures, drawn with matplotlib's object API (no pyplot state, any backend)."""
+"""Figures of reports, data exploration and Grad-CAM, drawn with matplotlib's object API
+(no pyplot state, any backend)."""
 
 from __future__ import annotations
 
@@ -126,4 +127,85 @@ def reliability_figure(
     ax.legend(loc="upper left")
     ax_count.bar(centres, counts, width=1 / n_bins, color="grey")
     ax_count.set(xlabel="confidence (top-class probability)", ylabel="images", xlim=(0, 1))
+    return fig
+
+
+def sample_grid_figure(
+    images_by_class: list[np.ndarray], short: Sequence[str], long: Sequence[str]
+) -> Figure:
+    """Rows = classes (short and long name), columns = raw uint8 images of that class."""
+    cols = max((len(x) for x in images_by_class), default=1)
+    fig = Figure(figsize=(1.0 * cols + 2.6, 1.0 * len(images_by_class) + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(images_by_class), cols, squeeze=False))
+    for row, images in enumerate(images_by_class):
+        for col in range(cols):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < len(images):
+                ax.imshow(images[col], interpolation="nearest")
+        axes[row, 0].set_ylabel(
+            f"{short[row]}\n{long[row]}", rotation=0, ha="right", va="center", fontsize=8
+        )
+    return fig
+
+
+def class_distribution_figure(counts: dict[str, np.ndarray], names: Sequence[str]) -> Figure:
+    """Images per class and split, with count and share of the split on each bar."""
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    width = 0.8 / max(1, len(counts))
+    for i, (split, values) in enumerate(counts.items()):
+        bars = ax.bar(
+            x + (i - (len(counts) - 1) / 2) * width,
+            values,
+            width,
+            label=f"{split} ({values.sum():,})",
+        )
+        total = max(1, values.sum())
+        for bar, value in zip(bars, values, strict=True):
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                bar.get_height(),
+                f"{value}\n{100 * value / total:.1f}%",
+                ha="center",
+                va="bottom",
+                fontsize=6,
+            )
+    ax.set(xticks=x, xticklabels=names, ylabel="images", title="Class distribution per split")
+    ax.margins(y=0.18)
+    ax.legend()
+    return fig
+
+
+def augmentation_figure(columns: dict[str, np.ndarray], names: Sequence[str]) -> Figure:
+    """One image per class (rows) under each augmentation (columns); arrays are (C, H, W, 3) in [0, 1]."""
+    fig = Figure(figsize=(1.3 * len(columns) + 1.6, 1.1 * len(names) + 0.6), layout="constrained")
+    axes = fig.subplots(len(names), len(columns), squeeze=False)
+    for col, (title, images) in enumerate(columns.items()):
+        axes[0, col].set_title(title, fontsize=8)
+        for row in range(len(names)):
+            ax = axes[row, col]
+            ax.imshow(images[row], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for row, name in enumerate(names):
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    return fig
+
+
+def gradcam_figure(rows: list[list[tuple[np.ndarray, np.ndarray, str]]], per_row: int) -> Figure:
+    """One row per class: (image, Grad-CAM overlay, title) pairs side by side, arrays in [0, 1]."""
+    fig = Figure(figsize=(2.2 * per_row + 0.5, 1.35 * len(rows) + 0.5), layout="constrained")
+    axes = fig.subplots(max(1, len(rows)), 2 * per_row, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, row in enumerate(rows):
+        for c, (image, overlay, title) in enumerate(row[:per_row]):
+            axes[r, 2 * c].imshow(image, interpolation="nearest")
+            axes[r, 2 * c + 1].imshow(overlay, interpolation="nearest")
+            axes[r, 2 * c].set_title(title, fontsize=6, loc="left")
     return fig

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from pathlab.config import CONF_DIR
+from pathlab.api import compose_config
 from pathlab.data.synthetic import write_synthetic_npz
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,14 +75,7 @@ def compose_cfg(tmp_path, cache_dir) -> Callable[..., DictConfig]:
     """Compose conf/train.yaml with overrides, as `python -m pathlab.train` would, outputs in tmp_path."""
 
     def _compose(overrides: list[str] = (), config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-            cfg.hydra.job.num = 0
-        HydraConfig().set_config(cfg)
-        return cfg
+        return compose_config(config_name, overrides, tmp_path / "run")
 
     yield _compose
     GlobalHydra.instance().clear()
