@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,17 @@ def trained_run(tmp_path_factory, cache_dir):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir, done
+
+
+# The class order and short names of DESIGN.md, spelled out so tests check against the spec.
+EXPECTED_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
+
+
+def train_and_read(run_dir: Path, *overrides: str) -> dict:
+    """`python -m pathlab.train overrides... hydra.run.dir=run_dir`; must succeed; its metrics.json."""
+    done = run_cli("pathlab.train", *overrides, f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def run_cli(

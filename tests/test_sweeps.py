@@ -108,46 +108,36 @@ def _study(sweep: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep / 'optuna.db'}")
 
 
-def test_optuna_study_in_sqlite_resumes(tmp_path, cache_dir):
-    sweep = tmp_path / "study"
-    first = run_cli(
+def optuna_sweep(sweep: Path, n_trials: int):
+    return run_cli(
         "pathlab.train",
         "hparams_search=focal_optuna",
         *SWEEP_RUN,
-        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.n_trials={n_trials}",
         f"hydra.sweep.dir={sweep}",
     )
+
+
+def test_optuna_study_in_sqlite_resumes(tmp_path, cache_dir):
+    sweep = tmp_path / "study"
+    first = optuna_sweep(sweep, n_trials=3)
     assert first.returncode == 0, first.stderr[-3000:]
     study = _study(sweep, "focal_optuna")
     assert len(study.trials) == 3 and study.direction == optuna.study.StudyDirection.MAXIMIZE
     first_values = [t.value for t in study.trials]
     for trial, job in zip(study.trials, job_dirs(sweep), strict=True):
-        assert trial.value == pytest.approx(
-            metrics(job)["metrics"]["val/auc"]
-        )  # val/auc, never a test metric
+        # the objective is val/auc, never a test metric
+        assert trial.value == pytest.approx(metrics(job)["metrics"]["val/auc"])
         # data.batch_size is fixed by SWEEP_RUN's command-line override, so Optuna leaves it out
         assert set(trial.params) == {"optim.lr", "optim.weight_decay", "loss.gamma", "loss.alpha"}
         assert "data.batch_size=64" in metrics(job)["overrides"]
-    again = run_cli(
-        "pathlab.train",
-        "hparams_search=focal_optuna",
-        *SWEEP_RUN,
-        "hydra.sweeper.n_trials=5",
-        f"hydra.sweep.dir={sweep}",
-    )
+    again = optuna_sweep(sweep, n_trials=5)
     assert again.returncode == 0, again.stderr[-3000:]
     study = _study(sweep, "focal_optuna")
-    assert (
-        len(study.trials) == 5 and [t.value for t in study.trials[:3]] == first_values
-    )  # continued, not restarted
+    # continued, not restarted
+    assert len(study.trials) == 5 and [t.value for t in study.trials[:3]] == first_values
     assert [int(j.name.split("_")[0]) for j in job_dirs(sweep)] == [0, 1, 2, 3, 4]
-    done = run_cli(
-        "pathlab.train",
-        "hparams_search=focal_optuna",
-        *SWEEP_RUN,
-        "hydra.sweeper.n_trials=5",
-        f"hydra.sweep.dir={sweep}",
-    )
+    done = optuna_sweep(sweep, n_trials=5)
     assert (
         done.returncode == 0 and len(_study(sweep, "focal_optuna").trials) == 5
     )  # nothing left to do
