@@ -52,6 +52,8 @@ def print_metrics(metrics: dict[str, float], run_dir: Path, title: str) -> None:
     console = Console()
     console.print(table)
     console.print(f"run dir:     {run_dir}")
+    if (run_dir / "report.md").is_file():
+        console.print(f"report:      {run_dir / 'report.md'} (figures beside it)")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
 
 
