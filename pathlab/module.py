@@ -107,10 +107,6 @@ class PathClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.__dict__.get("_compiled_net", self.net)(x)
 
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, C) in float32."""
-        return self(x).float().softmax(dim=-1)
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)

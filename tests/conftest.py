@@ -97,9 +97,9 @@ def trained_run(tmp_path_factory, cache_dir):
 EXPECTED_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 
 
-def train_and_read(run_dir: Path, *overrides: str) -> dict:
-    """`python -m pathlab.train overrides... hydra.run.dir=run_dir`; must succeed; its metrics.json."""
-    done = run_cli("pathlab.train", *overrides, f"hydra.run.dir={run_dir}")
+def run_and_read(module: str, run_dir: Path, *overrides: str) -> dict:
+    """`python -m <module> overrides... hydra.run.dir=run_dir`; must succeed; its metrics.json."""
+    done = run_cli(module, *overrides, f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((run_dir / "metrics.json").read_text())
 

@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pathlab import eval as eval_module
-from tests.conftest import TINY_RUN, run_cli
+from tests.conftest import TINY_RUN, run_and_read, run_cli
 from tests.test_train import scalars
 
 DATA_ARGS = [a for a in TINY_RUN if a.startswith("data")]
@@ -68,15 +68,10 @@ def test_tensorboard_panels(trained_run):
 def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
     run_dir, _ = trained_run
     out = tmp_path / "eval"
-    done = run_cli(
-        "pathlab.eval",
-        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
-        *DATA_ARGS,
-        f"hydra.run.dir={out}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    evaluated = run_and_read(
+        "pathlab.eval", out, f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", *DATA_ARGS
+    )["metrics"]
     trained = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    evaluated = json.loads((out / "metrics.json").read_text())["metrics"]
     for name in ("test/acc", "test/auc", "test/f1_macro", "test/acc_no_tta", "test/ece"):
         assert evaluated[name] == pytest.approx(trained[name], abs=1e-6), name
     for name in REPORT_FILES:
@@ -86,17 +81,9 @@ def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path):
 def test_eval_on_val_without_tta_matches_training_validation(trained_run, tmp_path):
     run_dir, _ = trained_run
     out = tmp_path / "eval_val"
-    done = run_cli(
-        "pathlab.eval",
-        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
-        "split=val",
-        "tta=none",
-        *DATA_ARGS,
-        f"hydra.run.dir={out}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}"
+    evaluated = run_and_read("pathlab.eval", out, ckpt, "split=val", "tta=none", *DATA_ARGS)
     trained = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    evaluated = json.loads((out / "metrics.json").read_text())
     assert evaluated["split"] == "val" and evaluated["tta"] == "none"
     assert evaluated["metrics"]["val/acc"] == pytest.approx(trained["val/acc"], abs=1e-6)
     assert evaluated["metrics"]["val/auc"] == pytest.approx(trained["val/auc"], abs=1e-5)

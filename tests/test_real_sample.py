@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pathlab.data.npz import resplit_npz
-from tests.conftest import REAL_SAMPLE, train_and_read
+from tests.conftest import REAL_SAMPLE, run_and_read
 
 pytestmark = pytest.mark.skipif(
     not REAL_SAMPLE.is_file(), reason=f"{REAL_SAMPLE} is absent (not shipped with the repo)"
@@ -16,7 +16,8 @@ def test_learns_real_tissue_well_above_chance(tmp_path, cache_dir):
     resplit_npz(
         REAL_SAMPLE, tmp_path / "real" / "pathmnist.npz", {"train": 700, "val": 100, "test": 200}
     )
-    metrics = train_and_read(
+    metrics = run_and_read(
+        "pathlab.train",
         tmp_path / "run",
         f"data.root={tmp_path / 'real'}",
         "data.download=false",

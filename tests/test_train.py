@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY_RUN, random_arrays, run_cli, train_and_read, write_npz
+from tests.conftest import TINY_RUN, random_arrays, run_and_read, run_cli, write_npz
 
 SCALARS = [
     "train/loss",
@@ -101,7 +101,8 @@ def test_resume_from_last_checkpoint(trained_run, tmp_path):
 
 
 def test_learns_synthetic_data_well_above_chance_and_mean_colour(tmp_path, cache_dir):
-    metrics = train_and_read(
+    metrics = run_and_read(
+        "pathlab.train",
         tmp_path / "learn",
         "data=synthetic",
         "data.synthetic.n_train=1500",
