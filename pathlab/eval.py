@@ -69,17 +69,22 @@ def network_from_checkpoint(ckpt: dict[str, Any], num_classes: int) -> torch.nn.
     return net
 
 
+def datamodule_for_checkpoint(data_cfg: DictConfig, ckpt: dict[str, Any]):
+    """The configured DataModule, normalising with the training run's stats saved in the checkpoint."""
+    datamodule = instantiate(data_cfg)
+    state = ckpt.get(type(datamodule).__qualname__)
+    if state:
+        datamodule.load_state_dict(state)
+    return datamodule
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r} is unknown; use test or val.")
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     ckpt = load_checkpoint(cfg.ckpt_path)
-    datamodule = instantiate(cfg.data)
-    if ckpt.get(type(datamodule).__qualname__):
-        datamodule.load_state_dict(
-            ckpt[type(datamodule).__qualname__]
-        )  # the training run's normalisation
+    datamodule = datamodule_for_checkpoint(cfg.data, ckpt)
     datamodule.test_split = cfg.split
     model = PathClassifier(
         net=network_from_checkpoint(ckpt, datamodule.num_classes),

@@ -13,7 +13,6 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -25,9 +24,8 @@ from pathlab.cli import run_task
 from pathlab.config import CONF_DIR
 from pathlab.data.augment import to_float_nchw
 from pathlab.errors import ConfigError
-from pathlab.eval import load_checkpoint, network_from_checkpoint
-from pathlab.explore import save_png
-from pathlab.figures import gradcam_figure
+from pathlab.eval import datamodule_for_checkpoint, load_checkpoint, network_from_checkpoint
+from pathlab.figures import gradcam_figure, save_png
 from pathlab.fileio import atomic_write_json
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -82,9 +80,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     if options.target not in ("predicted", "true"):
         raise ConfigError(f"explain.target={options.target!r} is unknown; use predicted or true.")
     ckpt = load_checkpoint(cfg.ckpt_path)
-    datamodule = instantiate(cfg.data)
-    if ckpt.get(type(datamodule).__qualname__):
-        datamodule.load_state_dict(ckpt[type(datamodule).__qualname__])
+    datamodule = datamodule_for_checkpoint(cfg.data, ckpt)
     datamodule.prepare_data()
     datamodule.setup()
     split = datamodule.splits[options.split]

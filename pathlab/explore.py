@@ -8,7 +8,6 @@ of each class); optionally the figures to TensorBoard; prints a table.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from matplotlib.figure import Figure
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
@@ -26,16 +24,15 @@ from pathlab.cli import run_task
 from pathlab.config import CONF_DIR
 from pathlab.data.augment import BatchAugment, to_float_nchw
 from pathlab.data.npz import SPLITS
-from pathlab.figures import augmentation_figure, class_distribution_figure, sample_grid_figure
-from pathlab.fileio import atomic_write, atomic_write_json, atomic_write_text
+from pathlab.figures import (
+    augmentation_figure,
+    class_distribution_figure,
+    sample_grid_figure,
+    save_png,
+)
+from pathlab.fileio import atomic_write_json, atomic_write_text
 
 CHECK_TOLERANCE = 0.1  # |mean| and |std - 1| of a normalised batch; sampling noise is far smaller
-
-
-def save_png(path: Path, fig: Figure) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def class_counts(datamodule) -> dict[str, np.ndarray]:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,19 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from pathlab.evaluation import ECE_BINS
+from pathlab.fileio import atomic_write_bytes
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG, rendered in memory (so a failure never touches a file)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def save_png(path: str | Path, fig: Figure) -> Path:
+    """Render, then write atomically."""
+    return atomic_write_bytes(path, png_bytes(fig))
 
 
 def confusion_figure(cm: np.ndarray, names: Sequence[str]) -> Figure:

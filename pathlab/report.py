@@ -21,8 +21,14 @@ from matplotlib.figure import Figure
 from pathlab.classes import NUM_CLASSES, SHORT_NAMES
 from pathlab.errors import DataError, PathlabError
 from pathlab.evaluation import classification_report
-from pathlab.figures import confusion_figure, per_class_figure, reliability_figure, roc_figure
-from pathlab.fileio import atomic_write, atomic_write_json, atomic_write_text
+from pathlab.figures import (
+    confusion_figure,
+    per_class_figure,
+    png_bytes,
+    reliability_figure,
+    roc_figure,
+)
+from pathlab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 PREDICTIONS_FILE = "predictions.csv"
 OVERALL_ROWS = (
@@ -154,11 +160,7 @@ def write_report(
     # Everything is rendered in memory first, so a failure (a figure, a full disk) happens
     # before the first file is replaced and the previous report set stays whole.
     figures = report_figures(y_true, probs, report)
-    pngs = {}
-    for name, fig in figures.items():
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        pngs[f"{name}.png"] = buffer.getvalue()
+    pngs = {f"{name}.png": png_bytes(fig) for name, fig in figures.items()}
     pred = probs.argmax(1)
     prob_columns = [f"prob_{name}" for name in SHORT_NAMES]
     rows = [
@@ -187,7 +189,7 @@ def write_report(
         "report.md": report_markdown(report, f"PathMNIST {split} report: {run_name}", info, no_tta),
     }
     for name, data in pngs.items():
-        atomic_write(out_dir / name, lambda tmp, data=data: tmp.write_bytes(data))
+        atomic_write_bytes(out_dir / name, data)
     for name, text in texts.items():
         atomic_write_text(out_dir / name, text)
     update_json(out_dir / "metrics.json", {"report": {**report, "split": split, "no_tta": no_tta}})

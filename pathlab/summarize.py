@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from pathlab.errors import PathlabError
-from pathlab.fileio import atomic_write, atomic_write_text
+from pathlab.figures import save_png
+from pathlab.fileio import atomic_write_text
 
 # Overrides that do not define a configuration: the seed, and where things are written.
 NOT_A_SETTING = ("seed", "hydra.run.dir", "hydra.sweep.dir", "paths.cache_dir", "paths.output_dir")
@@ -255,9 +256,7 @@ def write_summary(paths: list[Path], out: Path) -> list[Group]:
     groups, optimized = summarize(runs)
     metrics = _metrics(groups, optimized)
     figure = summary_figure(groups, metrics)
-    png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=110)
-    atomic_write(out / "summary.png", lambda tmp: tmp.write_bytes(png.getvalue()))
+    save_png(out / "summary.png", figure)
     atomic_write_text(out / "summary.csv", summary_csv(groups, metrics))
     atomic_write_text(
         out / "summary.md",
