@@ -57,10 +57,10 @@ def explore(overrides: Sequence[str] = (), output_dir: str | Path | None = None)
     return run(compose_config("explore", overrides, output_dir))
 
 
-def explain(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
-    from pathlab.explain import explain as run
+def gradcam(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
+    from pathlab.gradcam import gradcam as run
 
-    return run(compose_config("explain", overrides, output_dir))
+    return run(compose_config("gradcam", overrides, output_dir))
 
 
 def real_sample_path() -> Path:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from pathlab.data.info import DatasetInfo
 from pathlab.fileio import atomic_write_json
 from pathlab.models import resnet18
 from pathlab.module import PathClassifier
@@ -38,7 +39,7 @@ def best_time(fn: Callable[[], None], repeats: int) -> float:
 def tta_cost(stem: str, width: int, images: int, batch: int, repeats: int) -> dict[str, float]:
     """Seconds for plain and D4 inference over `images` test images, and their ratio."""
     model = PathClassifier(
-        resnet18(stem=stem, width=width)
+        resnet18(num_classes=9, stem=stem, width=width), DatasetInfo.create("pathmnist")
     ).eval()  # the test step's forward: channels-last
     model.net.to(memory_format=torch.channels_last)
     data = torch.randn(images, 3, 28, 28)
@@ -47,7 +48,7 @@ def tta_cost(stem: str, width: int, images: int, batch: int, repeats: int) -> di
         def go() -> None:
             with torch.no_grad():
                 for x in data.split(batch):
-                    tta(model, x)
+                    tta(model.probs, x)
 
         return go
 
@@ -74,7 +75,7 @@ def train_step_speed(
     """Training images/s with and without channels-last memory format."""
     out = {}
     for layout in ("contiguous", "channels_last"):
-        net = resnet18(stem=stem, width=width)
+        net = resnet18(num_classes=9, stem=stem, width=width)
         x, y = torch.randn(batch, 3, 28, 28), torch.randint(0, 9, (batch,))
         if layout == "channels_last":
             net, x = (

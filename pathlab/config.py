@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from pathlab.data.info import info_field
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -72,3 +74,9 @@ def job_dirname(num: int, overrides: str, max_length: int = 80) -> str:
 
 
 OmegaConf.register_new_resolver("pathlab.job_dirname", job_dirname, replace=True)
+OmegaConf.register_new_resolver("pathlab.medmnist", info_field, replace=True)
+# `${pathlab.by_flag:${data.flag},{pathmnist: d4, ...},none}`: a per-data-set value from a table
+# written in the config itself, with a default for flags not in it.
+OmegaConf.register_new_resolver(
+    "pathlab.by_flag", lambda flag, table, default: table.get(flag, default), replace=True
+)

@@ -1,4 +1,4 @@
-"""Errors a user can fix. Entry points print their message alone, without a traceback."""
+"""Every error a user can fix, in one place. Entry points print the message alone, no traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +13,18 @@ class ConfigError(PathlabError, ValueError):
 
 class DataError(PathlabError):
     """A missing, unreadable or malformed data file."""
+
+
+class PredictionError(PathlabError):
+    """Predictions that no metric can be computed on (NaN from a diverged model, wrong width)."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that is missing, unreadable, not pathlab's, or of another data set."""
+
+
+class TrainingDiverged(PathlabError):
+    """The optimised metric is NaN: a sweeper records the trial as failed."""
 
 
 def find_pathlab_error(exc: BaseException | None) -> PathlabError | None:

@@ -19,11 +19,11 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from pathlab.classes import LONG_NAMES, SHORT_NAMES
 from pathlab.cli import run_task
 from pathlab.config import CONF_DIR
 from pathlab.data.augment import BatchAugment, to_float_nchw
-from pathlab.data.npz import SPLITS
+from pathlab.data.info import DatasetInfo
+from pathlab.data.npz import SPLITS, class_counts
 from pathlab.figures import (
     augmentation_figure,
     class_distribution_figure,
@@ -35,28 +35,32 @@ from pathlab.fileio import atomic_write_json, atomic_write_text
 CHECK_TOLERANCE = 0.1  # |mean| and |std - 1| of a normalised batch; sampling noise is far smaller
 
 
-def class_counts(datamodule) -> dict[str, np.ndarray]:
+def split_counts(datamodule) -> dict[str, np.ndarray]:
+    """Images per class (positives per label) in each split."""
     return {
-        s: np.bincount(datamodule.splits[s].labels.numpy(), minlength=len(SHORT_NAMES))
+        s: class_counts(datamodule.splits[s].labels, datamodule.num_classes).numpy()
         for s in SPLITS
     }
 
 
-def counts_csv(counts: dict[str, np.ndarray]) -> str:
+def counts_csv(counts: dict[str, np.ndarray], info: DatasetInfo) -> str:
     lines = ["class,name," + ",".join(f"{s},{s}_percent" for s in counts)]
-    for c, (short, long) in enumerate(zip(SHORT_NAMES, LONG_NAMES, strict=True)):
+    for c, (short, long) in enumerate(zip(info.class_names, info.long_names, strict=True)):
         cells = [
             f"{counts[s][c]},{100 * counts[s][c] / max(1, counts[s].sum()):.2f}" for s in counts
         ]
-        lines.append(f"{short},{long}," + ",".join(cells))
+        lines.append(f'{short},"{long}",' + ",".join(cells))
     return "\n".join(lines) + "\n"
 
 
-def pick_per_class(labels: torch.Tensor, per_class: int, seed: int) -> list[torch.Tensor]:
+def pick_per_class(
+    labels: torch.Tensor, per_class: int, seed: int, num_classes: int
+) -> list[torch.Tensor]:
+    """Up to `per_class` random images of each class (multi-label: images carrying the label)."""
     g = torch.Generator().manual_seed(seed)
     picks = []
-    for c in range(len(SHORT_NAMES)):
-        members = torch.nonzero(labels == c).flatten()
+    for c in range(num_classes):
+        members = torch.nonzero(labels[:, c] == 1 if labels.ndim == 2 else labels == c).flatten()
         picks.append(members[torch.randperm(len(members), generator=g)[:per_class]].sort().values)
     return picks
 
@@ -81,15 +85,16 @@ def augmentation_columns(
     x = to_float_nchw(images)
     steps = {"original": None}
     if augment is not None:
-        if augment.d4:
-            steps["D4 rotation/flip"] = BatchAugment(d4=True)
+        if augment.symmetry != "none":
+            label = {"d4": "D4 rotation/flip", "flip": "horizontal flip"}[augment.symmetry]
+            steps[label] = BatchAugment(symmetry=augment.symmetry)
         if augment.stain_jitter:
             steps[f"stain jitter {augment.stain_jitter}"] = BatchAugment(
-                d4=False, stain_jitter=augment.stain_jitter
+                symmetry="none", stain_jitter=augment.stain_jitter
             )
         if augment.brightness or augment.contrast:
             steps["brightness/contrast"] = BatchAugment(
-                d4=False, brightness=augment.brightness, contrast=augment.contrast
+                symmetry="none", brightness=augment.brightness, contrast=augment.contrast
             )
         if len(steps) > 2:
             steps["all, as trained"] = augment
@@ -97,20 +102,21 @@ def augmentation_columns(
     for i, (name, step) in enumerate(steps.items()):
         torch.manual_seed(seed + i)
         out = x if step is None else step(x)
-        columns[name] = out.permute(0, 2, 3, 1).clamp(0, 1).numpy()
+        image = out.permute(0, 2, 3, 1).clamp(0, 1).numpy()
+        columns[name] = image[..., 0] if image.shape[-1] == 1 else image
     return columns
 
 
-def print_counts(counts: dict[str, np.ndarray], stats: dict[str, Any]) -> None:
-    table = Table(title="PathMNIST classes")
+def print_counts(counts: dict[str, np.ndarray], stats: dict[str, Any], info: DatasetInfo) -> None:
+    table = Table(title=f"{info.title} {'labels' if info.multi_label else 'classes'} ({info.task})")
     for column in ("class", "name", *counts):
         table.add_column(column, justify="right" if column in counts else "left")
-    for c in range(len(SHORT_NAMES)):
+    for c in range(info.num_classes):
         cells = [
             f"{counts[s][c]:,} ({100 * counts[s][c] / max(1, counts[s].sum()):.1f}%)"
             for s in counts
         ]
-        table.add_row(SHORT_NAMES[c], LONG_NAMES[c], *cells)
+        table.add_row(info.class_names[c], info.long_names[c], *cells)
     table.add_row("", "total", *(f"{counts[s].sum():,}" for s in counts))
     console = Console()
     console.print(table)
@@ -129,22 +135,27 @@ def explore(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup()
 
-    counts = class_counts(datamodule)
-    atomic_write_text(run_dir / "class_distribution.csv", counts_csv(counts))
-    figures = {"class_distribution": class_distribution_figure(counts, SHORT_NAMES)}
+    info = datamodule.info
+    counts = split_counts(datamodule)
+    atomic_write_text(run_dir / "class_distribution.csv", counts_csv(counts, info))
+    figures = {"class_distribution": class_distribution_figure(counts, info.class_names)}
 
     train = datamodule.splits["train"]
-    picks = pick_per_class(train.labels, options.samples_per_class, options.seed)
+    picks = pick_per_class(train.labels, options.samples_per_class, options.seed, info.num_classes)
     figures["samples"] = sample_grid_figure(
-        [train.images[p].numpy() for p in picks], SHORT_NAMES, LONG_NAMES
+        [train.images[p].numpy().squeeze(-1) if info.channels == 1 else train.images[p].numpy() for p in picks],
+        info.class_names,
+        info.long_names,
     )
     first = torch.stack([p[0] for p in picks if len(p)]) if all(len(p) for p in picks) else None
     if first is not None:
         columns = augmentation_columns(datamodule.augment, train.images[first], options.seed)
-        figures["augmentations"] = augmentation_figure(columns, SHORT_NAMES)
+        figures["augmentations"] = augmentation_figure(columns, info.class_names)
 
     stats = {
-        "source": str(datamodule._resolved_path()),
+        "source": str(datamodule.npz_path),
+        "dataset": info.flag,
+        "symmetry": info.symmetry,
         "split": "train",
         "images": len(train),
         "mean": datamodule.mean,
@@ -161,7 +172,7 @@ def explore(cfg: DictConfig) -> dict[str, Any]:
         with SummaryWriter(str(run_dir / "tensorboard")) as writer:
             for name, fig in figures.items():
                 writer.add_figure(f"explore/{name}", fig, close=False)
-    print_counts(counts, stats)
+    print_counts(counts, stats, info)
     Console().print(f"figures and tables in {run_dir}")
     return {
         "run_dir": str(run_dir),

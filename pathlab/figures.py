@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from pathlab.evaluation import ECE_BINS
+from pathlab.metrics import ECE_BINS
 from pathlab.fileio import atomic_write_bytes
 
 
@@ -26,6 +26,12 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
 def save_png(path: str | Path, fig: Figure) -> Path:
     """Render, then write atomically."""
     return atomic_write_bytes(path, png_bytes(fig))
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """An RGB image as it is; a grayscale one (2-D) in gray on its full range (uint8 or [0, 1])."""
+    top = 255 if image.dtype == np.uint8 else 1.0
+    ax.imshow(image, interpolation="nearest", cmap="gray", vmin=0, vmax=top)
 
 
 def confusion_figure(cm: np.ndarray, names: Sequence[str]) -> Figure:
@@ -93,7 +99,7 @@ def roc_figure(
     fig = Figure(figsize=(6.4, 6), layout="constrained")
     ax = fig.subplots()
     for c, name in enumerate(names):
-        positives = y_true == c
+        positives = y_true[:, c] == 1 if y_true.ndim == 2 else y_true == c
         if 0 < positives.sum() < len(y_true):
             fpr, tpr, _ = roc_curve(positives, probs[:, c])
             ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {aucs[c]:.3f})")
@@ -101,7 +107,7 @@ def roc_figure(
     ax.set(
         xlabel="false positive rate",
         ylabel="true positive rate",
-        title="One-vs-rest ROC curves",
+        title="ROC curves (one-vs-rest, or per label)",
         xlim=(0, 1),
         ylim=(0, 1.01),
     )
@@ -160,7 +166,7 @@ def sample_grid_figure(
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if col < len(images):
-                ax.imshow(images[col], interpolation="nearest")
+                _show(ax, images[col])
         axes[row, 0].set_ylabel(
             f"{short[row]}\n{long[row]}", rotation=0, ha="right", va="center", fontsize=8
         )
@@ -204,7 +210,7 @@ def augmentation_figure(columns: dict[str, np.ndarray], names: Sequence[str]) ->
         axes[0, col].set_title(title, fontsize=8)
         for row in range(len(names)):
             ax = axes[row, col]
-            ax.imshow(images[row], interpolation="nearest")
+            _show(ax, images[row])
             ax.set_xticks([])
             ax.set_yticks([])
     for row, name in enumerate(names):

@@ -1,23 +1,207 @@
-"""Metric collections with MedMNIST's definitions, named as in DESIGN.md."""
+"""The one definition of every number pathlab reports: validation (checkpoint selection,
+sweeps), the test step, pathlab.eval and the report all call these functions.
+
+MedMNIST's definitions (medmnist.evaluator.getACC / getAUC), per task:
+- one label per image (multi-class, binary-class, ordinal-regression): ACC is micro accuracy
+  of the argmax; AUC the unweighted mean of one-vs-rest ROC AUCs on softmax probabilities
+  (for two classes this is the AUC of the positive class, medmnist's binary AUC).
+- multi-label: ACC is the mean over labels of the accuracy at a 0.5 threshold on sigmoid
+  probabilities; AUC the mean over labels of their ROC AUC.
+- A class (or label) without positives or without negatives in a split has no AUC: it is
+  NaN and left out of the mean, in validation and in test alike (medmnist's getAUC would
+  raise; torchmetrics would count it as 0, biasing checkpoint selection on small splits).
+- f1_macro, balanced_acc: unweighted means over the classes present in the split.
+- ece: expected calibration error of the top-class confidence (multi-label: of every label's
+  probability), 15 equal-width bins, L1.
+"""
 
 from __future__ import annotations
 
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
+import math
+from typing import Any
 
-from pathlab.classes import NUM_CLASSES
+import numpy as np
+import torch
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+from torchmetrics.functional.classification import (
+    binary_calibration_error,
+    multiclass_calibration_error,
+)
+
+from pathlab.data.info import DatasetInfo
+from pathlab.errors import PredictionError
+
+ECE_BINS = 15
+THRESHOLD = 0.5  # medmnist's threshold for multi-label predictions
+PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auc")
+HEADLINE = ("acc", "auc", "f1_macro")
 
 
-def classification_metrics(prefix: str, num_classes: int = NUM_CLASSES) -> MetricCollection:
-    """acc: micro accuracy (MedMNIST's ACC; torchmetrics defaults to macro, hence explicit).
-    auc: unweighted mean of one-vs-rest AUROCs on probabilities (MedMNIST's AUC).
-    f1_macro: unweighted mean of per-class F1.
+def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Class probabilities in float32: softmax over classes, or a sigmoid per label."""
+    logits = logits.float()
+    return logits.sigmoid() if multi_label else logits.softmax(-1)
+
+
+def predicted(probs: np.ndarray | torch.Tensor, multi_label: bool):
+    """Predicted labels: the argmax class, or 0/1 per label at medmnist's 0.5 threshold."""
+    return probs > THRESHOLD if multi_label else probs.argmax(-1)
+
+
+def correct_count(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Correct decisions in a batch, on the device (train/acc; no host sync): ACC's numerator."""
+    pred = predicted(probabilities(logits.detach(), multi_label), multi_label)
+    return (pred == labels.bool() if multi_label else pred == labels).sum()
+
+
+def per_class_auc(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """ROC AUC per class (one-vs-rest) or per label; NaN without positives or negatives."""
+    out = np.full(probs.shape[1], np.nan)
+    for c in range(probs.shape[1]):
+        positives = y_true[:, c] == 1 if y_true.ndim == 2 else y_true == c
+        if 0 < positives.sum() < len(positives):
+            out[c] = roc_auc_score(positives, probs[:, c])
+    return out
+
+
+def _mean_finite(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+
+
+def _check(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(probs, dtype=np.float64)
+    y_true = np.asarray(y_true).astype(int)
+    y_true = y_true.reshape(len(y_true), -1) if y_true.ndim > 1 and y_true.shape[1] > 1 else y_true.ravel()
+    if not np.isfinite(probs).all():
+        raise PredictionError(
+            f"{int((~np.isfinite(probs).all(1)).sum())} of {len(probs)} predictions are NaN or infinite: "
+            "the model diverged (train again with a lower optim.lr)."
+        )
+    return y_true, probs
+
+
+def headline_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """acc, auc, f1_macro: what validation logs every epoch and the test logs for every view set.
+
+    A (N, L) 0/1 `y_true` is a multi-label set; (N,) class indices are one label per image.
     """
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "auc": MulticlassAUROC(num_classes, average="macro", thresholds=None),
-            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-        },
-        prefix=prefix,
+    y_true, probs = _check(y_true, probs)
+    multi_label = y_true.ndim == 2
+    pred = predicted(probs, multi_label)
+    if multi_label:
+        present = np.flatnonzero(y_true.sum(0) > 0)
+        f1 = f1_score(y_true, pred, labels=present, average="macro", zero_division=0)
+    else:
+        f1 = f1_score(y_true, pred, labels=np.unique(y_true), average="macro", zero_division=0)
+    return {
+        "acc": float((pred == y_true).mean()),
+        "auc": _mean_finite(per_class_auc(y_true, probs)),
+        "f1_macro": float(f1),
+    }
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray) -> float:
+    p = torch.as_tensor(probs, dtype=torch.float32)
+    y = torch.as_tensor(y_true)
+    if y.ndim == 2:  # multi-label: every label's probability is a binary forecast
+        return float(binary_calibration_error(p.flatten(), y.flatten(), n_bins=ECE_BINS, norm="l1"))
+    return float(multiclass_calibration_error(p, y, p.shape[1], n_bins=ECE_BINS, norm="l1"))
+
+
+def classification_report(info: DatasetInfo, y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Overall and per-class (per-label) metrics, the confusion matrix and the most confused pairs."""
+    y_true, probs = _check(y_true, probs)
+    if probs.shape[1] != info.num_classes:
+        raise PredictionError(
+            f"predictions have {probs.shape[1]} columns but {info.flag} has {info.num_classes} classes."
+        )
+    names, labels = info.class_names, list(range(info.num_classes))
+    pred = predicted(probs, info.multi_label)
+    aucs = per_class_auc(y_true, probs)
+    if info.multi_label:
+        positives = y_true.sum(0)
+        true_pos = (pred & (y_true == 1)).sum(0)
+        false_pos = (pred & (y_true == 0)).sum(0)
+        negatives = len(y_true) - positives
+        precision = np.divide(true_pos, pred.sum(0), out=np.zeros(len(labels)), where=pred.sum(0) > 0)
+        recall = np.divide(true_pos, positives, out=np.zeros(len(labels)), where=positives > 0)
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(labels)), where=(precision + recall) > 0)
+        support, cm, confused = positives, None, []
+        extra = {"balanced_acc": math.nan, "kappa": math.nan}
+    else:
+        cm = confusion_matrix(y_true, pred, labels=labels)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y_true, pred, labels=labels, zero_division=0
+        )
+        negatives = cm.sum() - cm.sum(1)
+        false_pos = cm.sum(0) - np.diag(cm)
+        off_diagonal = [
+            (int(cm[i, j]), i, j) for i in labels for j in labels if i != j and cm[i, j] > 0
+        ]
+        confused = [
+            {
+                "true": names[i],
+                "predicted": names[j],
+                "count": count,
+                "share_of_true": count / max(1, int(cm[i].sum())),
+            }
+            for count, i, j in sorted(off_diagonal, key=lambda t: (-t[0], t[1], t[2]))[:5]
+        ]
+        extra = {
+            "balanced_acc": float(balanced_accuracy_score(y_true, pred)),
+            "kappa": float(cohen_kappa_score(y_true, pred, labels=labels)),
+        }
+        cm = cm.tolist()
+    specificity = np.divide(
+        negatives - false_pos, negatives, out=np.full(len(labels), np.nan), where=negatives > 0
     )
+    overall = headline_metrics(y_true, probs) | extra | {
+        "ece": expected_calibration_error(y_true, probs),
+        "n": int(len(y_true)),
+    }
+    per_class = [
+        {
+            "class": names[c],
+            "name": info.long_names[c],
+            "support": int(support[c]),
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "specificity": float(specificity[c]),
+            "f1": float(f1[c]),
+            "auc": float(aucs[c]),
+        }
+        for c in labels
+    ]
+    return {
+        "task": info.task,
+        "overall": overall,
+        "per_class": per_class,
+        "confusion_matrix": cm,
+        "most_confused": confused,
+        "auc_undefined_for": [names[c] for c in labels if not np.isfinite(aucs[c])],
+    }
+
+
+def logged_scalars(report: dict[str, Any], prefix: str = "test") -> dict[str, float]:
+    """The report as flat scalars: `test/acc`, ..., and per class `test/<metric>/<CLASS>`."""
+    scalars = {
+        f"{prefix}/{k}": float(v)
+        for k, v in report["overall"].items()
+        if k != "n" and not (isinstance(v, float) and math.isnan(v) and k in ("balanced_acc", "kappa"))
+    }
+    for row in report["per_class"]:
+        for metric in PER_CLASS_METRICS:
+            scalars[f"{prefix}/{metric}/{row['class']}"] = row[metric]
+    return scalars
+
+
+def headline(scalars: dict[str, float]) -> dict[str, float]:
+    """Split-level metrics (`test/acc`), without the per-class ones (`test/f1/ADI`)."""
+    return {k: v for k, v in scalars.items() if k.count("/") == 1}

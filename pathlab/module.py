@@ -9,11 +9,11 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
-from pathlab.classes import NUM_CLASSES
-from pathlab.evaluation import classification_report, headline_metrics, logged_scalars
-from pathlab.metrics import classification_metrics
+from pathlab.data.info import DatasetInfo
+from pathlab.metrics import correct_count, headline_metrics, probabilities
+from pathlab.predictions import Predictions
 from pathlab.tta import TestTimeAugmentation
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -32,13 +32,15 @@ def decay_groups(net: nn.Module) -> list[dict[str, Any]]:
 class PathClassifier(L.LightningModule):
     """A classifier network with a pluggable loss, optimiser, schedule and test-time augmentation.
 
-    net: any nn.Module mapping normalised (N, 3, H, W) images to (N, C) logits.
+    net: any nn.Module mapping normalised (N, C, H, W) images to (N, classes) logits.
+    info: the data set's identity (task, class names), from the DataModule.
     criterion: a loss taking (logits, labels); one with `set_class_counts` gets the train
     split's class counts before fitting (for 'balanced' weights). None for evaluation only.
     optimizer / scheduler: Hydra `_partial_` factories; the scheduler gets `total_steps`.
-    tta: the test step's views (None: the plain prediction). The test step logs the TTA
-    metrics under `<test_prefix>/...` and the plain ones as `<test_prefix>/*_no_tta`, and
-    keeps the predictions in `test_results` for the report.
+    tta: the test step's views (None: the plain prediction). The test epoch yields one
+    `Predictions` record (`self.predictions`): TTA probabilities, the plain view's, labels.
+    Validation keeps the probabilities on the device and computes its metrics once per epoch
+    with the same functions as the test report (pathlab.metrics).
     channels_last: channels-last memory format, faster convolutions on GPUs and on CPUs
     with oneDNN (measured: 1.2-1.5x for a ResNet-18 training step on this 2-core CPU).
     compile: wrap the network in torch.compile (GPU runs; slow to start on a CPU).
@@ -47,26 +49,24 @@ class PathClassifier(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
+        info: DatasetInfo,
         criterion: nn.Module | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         tta: TestTimeAugmentation | None = None,
-        test_prefix: str = "test",
-        num_classes: int = NUM_CLASSES,
         channels_last: bool = True,
         compile: bool = False,
     ):
         super().__init__()
-        self.net, self.criterion = net, criterion
+        self.net, self.criterion, self.info = net, criterion, info
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.num_classes, self.channels_last, self.compile_net = num_classes, channels_last, compile
-        self.train_acc = classification_metrics("train/", num_classes)["acc"]
-        self.val_metrics = classification_metrics("val/", num_classes)
+        self.channels_last, self.compile_net = channels_last, compile
+        self.train_correct, self.train_seen = SumMetric(), SumMetric()
         self.val_loss = MeanMetric()
         self.tta = tta or TestTimeAugmentation("none")
-        self.test_prefix = test_prefix
         self.val_history: list[dict[str, float]] = []
-        self.test_results: dict[str, Any] | None = None
+        self.predictions: Predictions | None = None
+        self._val_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._test_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # --- set-up -----------------------------------------------------------------------------
@@ -83,7 +83,9 @@ class PathClassifier(L.LightningModule):
             and hasattr(self.criterion, "set_class_counts")
             and datamodule is not None
         ):
-            self.criterion.set_class_counts(datamodule.class_counts)
+            self.criterion.set_class_counts(
+                datamodule.class_counts, len(datamodule.splits["train"])
+            )
 
     def on_fit_start(self) -> None:
         if self.channels_last:
@@ -107,34 +109,51 @@ class PathClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.__dict__.get("_compiled_net", self.net)(x)
 
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (softmax, or a sigmoid per label) in float32."""
+        return probabilities(self(x), self.info.multi_label)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
-        self.train_acc(logits.detach().float().argmax(-1), y)
+        # train/acc: ACC's definition (pathlab.metrics) summed on the device, no host sync
+        self.train_correct.update(correct_count(logits, y, self.info.multi_label))
+        self.train_seen.update(y.numel())
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/acc", self.train_correct.compute() / self.train_seen.compute())
+        self.train_correct.reset()
+        self.train_seen.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         logits = self(x).float()
         self.val_loss.update(self.criterion(logits, y), weight=len(y))
-        self.val_metrics.update(logits.softmax(-1), y)
+        self._val_batches.append((probabilities(logits, self.info.multi_label), y))
+
+    def _gather(self, batches: list[tuple[torch.Tensor, ...]], index: int):
+        local = torch.cat([batch[index] for batch in batches])
+        if self.trainer.world_size > 1:
+            local = self.all_gather(local).flatten(0, 1)
+        return local.cpu().numpy()
 
     def on_validation_epoch_end(self) -> None:
-        values = {"val/loss": self.val_loss.compute(), **self.val_metrics.compute()}
-        if not torch.isfinite(values["val/loss"]):  # diverged: AUROC of NaN scores is no signal
-            values = {k: torch.tensor(float("nan")) for k in values}
+        """The split's metrics at once, by the same definitions as the test report."""
+        probs, labels = self._gather(self._val_batches, 0), self._gather(self._val_batches, 1)
+        self._val_batches = []
+        loss = self.val_loss.compute()
         self.val_loss.reset()
-        self.val_metrics.reset()
+        if torch.isfinite(loss) and np.isfinite(probs).all():
+            metrics = headline_metrics(labels, probs)
+        else:  # diverged: AUROC of NaN scores is no signal
+            metrics = dict.fromkeys(("acc", "auc", "f1_macro"), float("nan"))
+        values = {"val/loss": float(loss), **{f"val/{k}": v for k, v in metrics.items()}}
         self.log_dict(values, prog_bar=True)
         if not self.trainer.sanity_checking:
-            row = {
-                "epoch": self.current_epoch,
-                "step": self.global_step,
-                **{k: float(v) for k, v in values.items()},
-            }
+            row = {"epoch": self.current_epoch, "step": self.global_step, **values}
             self.val_history.append(row)
 
     def on_test_epoch_start(self) -> None:
@@ -142,33 +161,21 @@ class PathClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
-        views = self.tta.view_probs(self, x)  # (V, N, C); view 0 is the identity
+        views = self.tta.view_probs(self.probs, x)  # (V, N, C); view 0 is the identity
         self._test_batches.append((views.mean(0), views[0], y))
 
-    def _gathered(self, index: int) -> np.ndarray:
-        local = torch.cat([batch[index] for batch in self._test_batches])
-        if self.trainer.world_size > 1:
-            local = self.all_gather(local).flatten(0, 1)
-        return local.cpu().numpy()
-
     def on_test_epoch_end(self) -> None:
-        """Metrics of the whole split at once (every rank sees the same gathered predictions)."""
-        probs, plain, labels = self._gathered(0), self._gathered(1), self._gathered(2)
-        report = classification_report(labels, probs)
-        no_tta = headline_metrics(labels, plain)
-        scalars = logged_scalars(report, self.test_prefix)
-        scalars |= {f"{self.test_prefix}/{k}_no_tta": v for k, v in no_tta.items()}
-        self.log_dict(scalars)
-        self.test_results = {
-            "labels": labels,
-            "probs": probs,
-            "probs_no_tta": plain,
-            "report": report,
-            "no_tta": no_tta,
-            "scalars": scalars,
-            "tta": self.tta.name,
-            "views": len(self.tta),
-        }
+        """One Predictions record of the whole split (every rank sees the same, gathered)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.predictions = Predictions(
+            info=self.info,
+            split=getattr(datamodule, "test_split", "test"),
+            labels=self._gather(self._test_batches, 2),
+            probs=self._gather(self._test_batches, 0),
+            probs_no_tta=self._gather(self._test_batches, 1),
+            tta=self.tta.name,
+            views=len(self.tta),
+        )
         self._test_batches = []
 
     # --- checkpoints ------------------------------------------------------------------------

@@ -19,23 +19,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from pathlab.cli import instantiate_all, run_task
 from pathlab.config import CONF_DIR
-from pathlab.errors import ConfigError, PathlabError
-from pathlab.fileio import atomic_write_json
+from pathlab.data.info import DatasetInfo
+from pathlab.errors import ConfigError, TrainingDiverged
 from pathlab.module import PathClassifier
-from pathlab.summary import print_metrics, publish_test_results, tensorboard_hparams
+from pathlab.publish import publish_run
 
 log = logging.getLogger("pathlab")
 
 
-def build_model(cfg: DictConfig) -> PathClassifier:
+def build_model(cfg: DictConfig, info: DatasetInfo) -> PathClassifier:
     """The LightningModule from the model, loss, optim, scheduler and tta groups."""
     return PathClassifier(
         net=instantiate(cfg.model),
+        info=info,
         criterion=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         tta=instantiate(cfg.tta) if cfg.get("tta") else None,
-        num_classes=cfg.model.num_classes,
         channels_last=cfg.get("channels_last", True),
         compile=cfg.get("compile", False),
     )
@@ -49,15 +49,6 @@ def _best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:
     """The epoch ModelCheckpoint keeps: the first with the highest value (NaN never wins)."""
     scored = [row for row in history if not math.isnan(row.get(metric, math.nan))]
     return max(scored, key=lambda row: row[metric]) if scored else (history[-1] if history else {})
-
-
-def headline(metrics: dict[str, float]) -> dict[str, float]:
-    """Split-level metrics (`test/acc`), without the per-class ones (`test/f1/ADI`)."""
-    return {k: v for k, v in metrics.items() if k.count("/") == 1}
-
-
-class TrainingDiverged(PathlabError):
-    """The optimised metric is NaN: a sweeper records the trial as failed."""
 
 
 def cpu_threads(cfg: DictConfig) -> int | None:
@@ -88,7 +79,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
-    model = build_model(cfg)
+    model = build_model(cfg, datamodule.info)
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -103,20 +94,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best_path = checkpoint.best_model_path if checkpoint else ""
     best_val = _best_row(model.val_history, cfg.optimized_metric)
     diverged = not math.isfinite(best_val.get(cfg.optimized_metric, math.nan))
-    test_metrics: dict[str, float] = {}
     if cfg.get("test") and not diverged:
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
-        test_metrics = headline(
-            model.test_results["scalars"]
-        )  # full precision; the logged ones are float32
 
-    metrics = {k: v for k, v in best_val.items() if k.startswith("val/")} | test_metrics
+    info = datamodule.info
     summary = {
         "status": "diverged" if diverged else "completed",
         "run_dir": str(run_dir),
+        "dataset": {"flag": info.flag, "size": info.size, "task": info.task, "classes": list(info.class_names), "symmetry": info.symmetry},
         "optimized_metric": cfg.optimized_metric,
-        "optimized_value": metrics.get(cfg.optimized_metric),
-        "metrics": metrics,
+        "optimized_value": best_val.get(cfg.optimized_metric),
+        "metrics": {k: v for k, v in best_val.items() if k.startswith("val/")},
         "best_epoch": best_val.get("epoch"),
         "epochs_trained": trainer.current_epoch,
         "global_step": trainer.global_step,
@@ -130,13 +118,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     if trainer.is_global_zero:
-        atomic_write_json(run_dir / "metrics.json", summary)
-        if model.test_results is not None:
-            details = {"checkpoint": best_path or "final weights", "seed": cfg.seed}
-            publish_test_results(trainer, model.test_results, run_dir, "test", details)
-        tensorboard_hparams(trainer, cfg, metrics)
-        print_metrics(
-            metrics, run_dir, title=f"{cfg.task_name}: best epoch {summary['best_epoch']}"
+        summary = publish_run(
+            run_dir,
+            summary,
+            model.predictions,
+            trainer.loggers,
+            step=trainer.global_step,
+            params=OmegaConf.to_container(cfg, resolve=True),
+            details={"checkpoint": best_path or "final weights", "seed": cfg.seed},
+            title=f"{cfg.task_name}: best epoch {summary['best_epoch']}",
         )
     if diverged:
         raise TrainingDiverged(

@@ -1,6 +1,7 @@
 """Test-time augmentation over the dihedral group: batched views, softmax-averaged.
 
-Tissue has no orientation, so a patch and its rotations/flips should get one answer. The
+Tissue, cells and skin have no orientation, so a patch and its rotations/flips should get one
+answer; the data set's `symmetry` says which views keep a label (conf/tta/auto.yaml uses it). The
 views of a batch go through the network together (on a GPU as one large batch of at most
 `max_images`; on a CPU one view at a time, which measured faster there: cache-sized batches
 beat one 8x batch), and the class probabilities are the mean of the per-view softmax: averaging
@@ -28,7 +29,7 @@ VIEWS: dict[str, tuple[tuple[int, bool], ...]] = {
 class TestTimeAugmentation:
     """Per-view class probabilities of a model under a set of D4 views.
 
-    views: none | flip | rot4 | d4 (1, 2, 4, 8 views).
+    views: none | flip | rot4 | d4 (1, 2, 4, 8 views; flip is the horizontal mirror).
     max_images: images per forward pass; None: all views at once on a GPU (up to 4096
     images), one view per pass on a CPU.
     """
@@ -47,9 +48,10 @@ class TestTimeAugmentation:
 
     @torch.no_grad()
     def view_probs(
-        self, logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+        self, probs_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     ) -> torch.Tensor:
-        """Softmax probabilities (V, N, C) in float32 for each view of the batch x (N, C, H, W)."""
+        """Class probabilities (V, N, C) in float32 for each view of the batch x (N, C, H, W);
+        `probs_fn` maps images to probabilities (softmax, or sigmoid per label)."""
         if self.max_images is None:
             per_pass = max(1, 4096 // max(1, len(x))) if x.is_cuda else 1
         else:
@@ -58,15 +60,15 @@ class TestTimeAugmentation:
         for start in range(0, len(self.views), per_pass):
             chunk = self.views[start : start + per_pass]
             stacked = torch.cat([d4_transform(x, k, flip) for k, flip in chunk])
-            probs = logits_fn(stacked).float().softmax(-1)
+            probs = probs_fn(stacked).float()
             out.append(probs.view(len(chunk), len(x), -1))
         return torch.cat(out)
 
     def __call__(
-        self, logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+        self, probs_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     ) -> torch.Tensor:
         """TTA class probabilities (N, C): the mean over views."""
-        return self.view_probs(logits_fn, x).mean(0)
+        return self.view_probs(probs_fn, x).mean(0)
 
     def __repr__(self) -> str:
         return f"TestTimeAugmentation(views={self.name!r}, n={len(self)})"

@@ -1,10 +1,14 @@
 from pathlab.data.augment import BatchAugment, Normalize
-from pathlab.data.datamodule import PathMNISTDataModule
-from pathlab.data.npz import ensure_npz, load_npz
+from pathlab.data.datamodule import MedMNISTDataModule, PathMNISTDataModule
+from pathlab.data.info import DatasetInfo
+from pathlab.data.npz import load_npz
+from pathlab.data.sources import ensure_npz
 from pathlab.data.synthetic import write_synthetic_npz
 
 __all__ = [
     "BatchAugment",
+    "DatasetInfo",
+    "MedMNISTDataModule",
     "Normalize",
     "PathMNISTDataModule",
     "ensure_npz",

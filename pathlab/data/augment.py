@@ -27,11 +27,17 @@ def d4_transform(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(x, k, dims=(-2, -1)) if k else x
 
 
+def random_flip(x: torch.Tensor) -> torch.Tensor:
+    """A horizontal mirror of a random half of the batch."""
+    n = x.shape[0]
+    flip = torch.rand(n, device=x.device) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+
+
 def random_d4(x: torch.Tensor) -> torch.Tensor:
     """An independent random D4 element (8 rotations/flips) for every image of the batch."""
     n = x.shape[0]
-    flip = torch.rand(n, device=x.device) < 0.5
-    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    x = random_flip(x)
     turns = torch.randint(0, 4, (n,), device=x.device)
     out = x.clone()
     for k in (1, 2, 3):
@@ -67,17 +73,22 @@ def brightness_contrast(x: torch.Tensor, brightness: float, contrast: float) -> 
     return x.clamp(0, 1)
 
 
-class BatchAugment(nn.Module):
-    """Training augmentation of float (N, 3, H, W) batches in [0, 1], before normalisation.
+GEOMETRIC = {"d4": random_d4, "flip": random_flip, "none": lambda x: x}
 
-    d4: random rotations by multiples of 90 degrees and flips (tissue has no orientation).
-    stain_jitter: HED-space jitter strength (0 = off; 0.05 is a common histology choice).
+
+class BatchAugment(nn.Module):
+    """Training augmentation of float (N, C, H, W) batches in [0, 1], before normalisation.
+
+    symmetry: the geometric views that keep a label: d4 (random rotations by multiples of 90
+    degrees and flips: tissue, cells, skin have no orientation), flip (a random horizontal
+    mirror: fundus, OCT, ultrasound) or none (X-ray and CT anatomy has a left and a right).
+    stain_jitter: HED-space jitter strength (0 = off; 0.05 is a common histology choice; RGB only).
     brightness / contrast: uniform jitter amplitudes (0 = off).
     """
 
     def __init__(
         self,
-        d4: bool = True,
+        symmetry: str = "d4",
         stain_jitter: float = 0.0,
         brightness: float = 0.0,
         contrast: float = 0.0,
@@ -92,8 +103,12 @@ class BatchAugment(nn.Module):
                 raise ConfigError(
                     f"data.augment.{name}={value} is outside [0, 1); use 0 to turn it off or e.g. 0.05."
                 )
-        self.d4, self.stain_jitter, self.brightness, self.contrast = (
-            d4,
+        if symmetry not in GEOMETRIC:
+            raise ConfigError(
+                f"data.augment.symmetry={symmetry!r} is unknown; use one of {', '.join(GEOMETRIC)}."
+            )
+        self.symmetry, self.stain_jitter, self.brightness, self.contrast = (
+            symmetry,
             stain_jitter,
             brightness,
             contrast,
@@ -101,15 +116,18 @@ class BatchAugment(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stain_jitter:
+            if x.shape[1] != 3:
+                raise ConfigError(
+                    f"data.augment.stain_jitter={self.stain_jitter} needs RGB images; this data has "
+                    f"{x.shape[1]} channel(s): set data.augment.stain_jitter=0."
+                )
             x = hed_jitter(x, self.stain_jitter)
         if self.brightness or self.contrast:
             x = brightness_contrast(x, self.brightness, self.contrast)
-        if self.d4:
-            x = random_d4(x)
-        return x
+        return GEOMETRIC[self.symmetry](x)
 
     def extra_repr(self) -> str:
-        return f"d4={self.d4}, stain_jitter={self.stain_jitter}, brightness={self.brightness}, contrast={self.contrast}"
+        return f"symmetry={self.symmetry}, stain_jitter={self.stain_jitter}, brightness={self.brightness}, contrast={self.contrast}"
 
 
 class Normalize(nn.Module):

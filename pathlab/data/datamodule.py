@@ -1,4 +1,4 @@
-"""PathMNISTDataModule: uint8 tensors in memory, index batches, augmentation on the device."""
+"""MedMNISTDataModule: uint8 tensors in memory, index batches, augmentation on the device."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pathlab.classes import NUM_CLASSES
+from lightning.pytorch.utilities import rank_zero_warn
+
 from pathlab.data.augment import BatchAugment, Normalize, to_float_nchw
-from pathlab.data.npz import SPLITS, Split, cached_channel_stats, ensure_npz, load_npz, npz_filename
-from pathlab.data.synthetic import synthetic_dirname, write_synthetic_npz
+from pathlab.data.info import DatasetInfo
+from pathlab.data.npz import SPLITS, Split, cached_channel_stats, class_counts, load_npz
+from pathlab.data.sources import locate_npz, prepare_npz
 from pathlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,16 @@ def _keep_batch(batch):
 def limit_indices(
     labels: torch.Tensor, limit: int | None, mode: str = "first", seed: int = 0
 ) -> torch.Tensor | None:
-    """Indices of a quick-run subset: the first `limit`, or a class-stratified `limit`, in file order."""
+    """Indices of a quick-run subset: the first `limit`, or a class-stratified `limit`, in file
+    order (multi-label sets: a seeded random `limit`)."""
     if limit is None or limit >= len(labels):
         return None
     if mode == "first":
         return torch.arange(limit)
     g = torch.Generator().manual_seed(seed)
-    counts = torch.bincount(labels, minlength=NUM_CLASSES).double()
+    if labels.ndim == 2:
+        return torch.randperm(len(labels), generator=g)[:limit].sort().values
+    counts = torch.bincount(labels).double()
     exact = counts / counts.sum() * limit
     take = exact.floor().long()
     for c in torch.argsort(exact - take, descending=True, stable=True)[: limit - int(take.sum())]:
@@ -63,14 +68,18 @@ def limit_indices(
     return torch.cat(picked).sort().values
 
 
-class PathMNISTDataModule(L.LightningDataModule):
-    """PathMNIST (or any file in its npz layout) for Lightning.
+class MedMNISTDataModule(L.LightningDataModule):
+    """Any MedMNIST 2D set (or a file in its npz layout) for Lightning.
 
-    root: folder of `pathmnist.npz` (None: medmnist's ~/.medmnist). download: let medmnist
-    fetch and MD5-check it. synthetic: a dict of `write_synthetic_npz` arguments to draw
-    the built-in look-alike into `root` instead. *_limit / limit_mode: quick-run subsets.
-    augment: a BatchAugment applied to training batches only. device_resident: hold the
-    arrays on the GPU when training there (the whole of PathMNIST-28 is 0.3 GB).
+    flag / size: which set (medmnist's INFO gives its task, classes and channels: `info`).
+    task / num_classes / channels / class_names: the identity of a local file of another set;
+    for a MedMNIST flag they must agree with INFO (the config fills them in from it).
+    symmetry: the D4 views that keep a label (d4 | flip | none), logged with the run.
+    root: folder of the npz (None: medmnist's ~/.medmnist). download: let medmnist fetch and
+    MD5-check it. synthetic: `write_synthetic_npz` arguments to draw the built-in look-alike
+    into `root` instead. *_limit / limit_mode: quick-run subsets. augment: a BatchAugment for
+    training batches only. test_split: what the test loader serves (eval on "val" uses it).
+    device_resident: hold the arrays on the GPU when training there (PathMNIST-28 is 0.3 GB).
     """
 
     def __init__(
@@ -79,6 +88,11 @@ class PathMNISTDataModule(L.LightningDataModule):
         flag: str = "pathmnist",
         size: int = 28,
         download: bool = True,
+        task: str | None = None,
+        num_classes: int | None = None,
+        channels: int | None = None,
+        class_names: list[str] | None = None,
+        symmetry: str = "none",
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         train_limit: int | None = None,
@@ -90,6 +104,7 @@ class PathMNISTDataModule(L.LightningDataModule):
         synthetic: dict[str, int] | None = None,
         device_resident: bool = True,
         num_workers: int = 0,
+        test_split: str = "test",
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -110,9 +125,19 @@ class PathMNISTDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.limit_mode={limit_mode!r} is unknown; use one of {', '.join(LIMIT_MODES)}."
             )
-        npz_filename(flag, size)  # validates size early
+        if test_split not in SPLITS:
+            raise ConfigError(f"split={test_split!r} is unknown; use one of {', '.join(SPLITS)}.")
+        self.info = DatasetInfo.create(
+            flag,
+            size,
+            task=task,
+            num_classes=num_classes,
+            channels=channels,
+            class_names=list(class_names) if class_names else None,
+            symmetry=symmetry,
+        )
         self.root = Path(root).expanduser() if root else None
-        self.flag, self.size, self.download = flag, size, download
+        self.download = download
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.limits = {"train": train_limit, "val": val_limit, "test": test_limit}
@@ -120,45 +145,34 @@ class PathMNISTDataModule(L.LightningDataModule):
         self.augment = augment
         self.synthetic = dict(synthetic) if synthetic else None
         self.device_resident, self.num_workers = device_resident, num_workers
+        self.test_split = test_split
         self.splits: dict[str, Split] = {}
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
         self.normalize: Normalize | None = None
-        self.num_classes = NUM_CLASSES
-        self.test_split = "test"  # what test_dataloader serves; pathlab.eval may point it at "val"
 
     @property
-    def npz_path(self) -> Path:
-        if self.synthetic:
-            if self.root is None:
-                raise ConfigError(
-                    "data=synthetic needs data.root (a cache folder); the config sets it from paths.cache_dir."
-                )
-            folder = self.root / synthetic_dirname(
-                **{k: self.synthetic[k] for k in ("n_train", "n_val", "n_test", "seed")}
-            )
-            return folder / npz_filename(self.flag, self.size)
-        return (self.root or Path()) / npz_filename(self.flag, self.size)
+    def size(self) -> int:
+        return self.info.size
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
 
     def prepare_data(self) -> None:
         """Download (or draw) the file once; Lightning calls this on one process per node."""
-        if self.synthetic:
-            if not self.npz_path.is_file():
-                log.info("drawing synthetic PathMNIST into %s", self.npz_path)
-                write_synthetic_npz(self.npz_path, size=self.size, **self.synthetic)
-        else:
-            ensure_npz(self.root, self.flag, self.size, self.download)
+        prepare_npz(self.root, self.info, self.download, self.synthetic)
 
-    def _resolved_path(self) -> Path:
-        if self.synthetic:
-            return self.npz_path
-        return ensure_npz(self.root, self.flag, self.size, download=False)
+    @property
+    def npz_path(self) -> Path:
+        """The npz file this DataModule reads (it must exist: prepare_data fetches it)."""
+        return locate_npz(self.root, self.info, self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        path = self._resolved_path()
-        loaded = load_npz(path, self.size, NUM_CLASSES)
+        path = self.npz_path
+        loaded = load_npz(path, self.info)
         if self.mean is None:  # a checkpoint's stats (load_state_dict) win over recomputing
             self.mean, self.std = cached_channel_stats(path, loaded["train"].images)
         self.normalize = Normalize(self.mean, self.std)
@@ -172,9 +186,23 @@ class PathMNISTDataModule(L.LightningDataModule):
                 else Split(loaded[split].images[keep], loaded[split].labels[keep])
             )
             self.splits[split] = part
+        absent = [
+            self.info.class_names[c]
+            for c, n in enumerate(self.class_counts.tolist())
+            if n == 0 and len(self.splits["train"])
+        ]
+        if absent:
+            rank_zero_warn(
+                f"the train split of {path.name} has no image of {', '.join(absent)}: the model "
+                "cannot learn those classes (use more images or data.limit_mode=stratified)."
+            )
         log.info(
-            "data %s: train %d, val %d, test %d images; mean %s std %s",
+            "data %s (%s, %s, %d classes, symmetry %s): train %d, val %d, test %d images; mean %s std %s",
             path,
+            self.info.flag,
+            self.info.task,
+            self.info.num_classes,
+            self.info.symmetry,
             *(len(self.splits[s]) for s in SPLITS),
             [round(m, 3) for m in self.mean],
             [round(s, 3) for s in self.std],
@@ -182,9 +210,10 @@ class PathMNISTDataModule(L.LightningDataModule):
 
     @property
     def class_counts(self) -> torch.Tensor:
-        """Images per class in the (possibly limited) train split: what 'balanced' weights use."""
+        """Images per class (positives per label) in the (possibly limited) train split:
+        what 'balanced' weights use."""
         self.setup()
-        return torch.bincount(self.splits["train"].labels, minlength=NUM_CLASSES)
+        return class_counts(self.splits["train"].labels, self.num_classes)
 
     def _device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
@@ -218,9 +247,6 @@ class PathMNISTDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_split, shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 NHWC on the device -> augmented (training only), normalised float NCHW."""
         images, labels = batch
@@ -231,9 +257,13 @@ class PathMNISTDataModule(L.LightningDataModule):
         return self.normalize(x), labels
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std}
+        """Saved in checkpoints: the normalisation and the data set's identity."""
+        return {"mean": self.mean, "std": self.std, "info": self.info.to_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("mean") is not None:
             self.mean, self.std = state_dict["mean"], state_dict["std"]
             self.normalize = Normalize(self.mean, self.std)
+
+
+PathMNISTDataModule = MedMNISTDataModule  # the name of pathlab 0.1; PathMNIST is the default flag

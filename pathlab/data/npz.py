@@ -1,13 +1,12 @@
-"""The one loader for PathMNIST-layout npz files: the real download, user files, synthetic data.
+"""The one reader of MedMNIST-layout npz files: the real download, user files, synthetic data.
 
-medmnist does what it is good at here: INFO (URLs, MD5s, class names), file naming, download
-and checksum. The arrays are read with numpy and validated: medmnist's Dataset asserts the
-official sample counts in `__len__`, so subsets and synthetic files would fail there.
+The arrays are read with numpy and validated against the DatasetInfo (channels, task, class
+count): medmnist's Dataset asserts the official sample counts in `__len__`, so subsets and
+synthetic files would fail there.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,18 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pathlab.data.info import DatasetInfo
 from pathlab.errors import DataError
 from pathlab.fileio import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SIZES = (28, 64, 128, 224)
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split held in memory: uint8 images (N, H, W, 3) and int64 labels (N,)."""
+    """One split held in memory: uint8 images (N, H, W, C) and int64 labels, (N,) for one
+    label per image or (N, L) 0/1 columns for a multi-label set."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -38,130 +38,55 @@ class Split:
         return len(self.labels)
 
 
-def medmnist_info(flag: str) -> dict:
-    from medmnist import INFO
-
-    if flag not in INFO:
-        raise DataError(
-            f"data.flag={flag!r} is not a MedMNIST data set. Known flags: {', '.join(sorted(INFO))}."
-        )
-    return INFO[flag]
-
-
-def npz_filename(flag: str = "pathmnist", size: int = 28) -> str:
-    """medmnist's naming: `pathmnist.npz` for 28 px, `pathmnist_64.npz` for larger sizes."""
-    if size not in SIZES:
-        raise DataError(
-            f"data.size={size} is not a MedMNIST size; use one of {', '.join(map(str, SIZES))}."
-        )
-    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
-
-
-def default_root() -> Path:
-    """medmnist's own data folder (~/.medmnist), where its other tools look too."""
-    from medmnist.info import DEFAULT_ROOT
-
-    return Path(DEFAULT_ROOT or Path.home() / ".medmnist")
-
-
-def _size_key(size: int) -> str:
-    return "" if size == 28 else f"_{size}"
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _not_found_message(path: Path, flag: str, size: int, reason: str) -> str:
-    info = medmnist_info(flag)
-    return (
-        f"{reason}\n"
-        f"  looked for: {path}\n"
-        f"  download:   {info['url' + _size_key(size)]}\n"
-        f"  md5:        {info['MD5' + _size_key(size)]}\n"
-        f"Fix: run once with internet and data.download=true, or put {path.name} into a folder "
-        f"and pass data.root=/that/folder (with data.download=false), or train on the built-in "
-        f"synthetic set with data=synthetic."
-    )
-
-
-def ensure_npz(
-    root: str | Path | None, flag: str = "pathmnist", size: int = 28, download: bool = True
-) -> Path:
-    """Path of the npz file, downloading it (with medmnist's MD5 check) when asked and needed."""
-    root = Path(root).expanduser() if root else default_root()
-    path = root / npz_filename(flag, size)
-    if not download:
-        if not root.is_dir():
-            raise DataError(
-                f"data.root={root} does not exist. Create it and put {path.name} there, "
-                "or pass data.download=true to download into it, or point data.root at the folder "
-                f"that holds {path.name}."
-            )
-        if not path.is_file():
-            raise DataError(
-                _not_found_message(
-                    path,
-                    flag,
-                    size,
-                    f"{path.name} is not in data.root={root} and data.download=false.",
-                )
-            )
-        return path
-    info = medmnist_info(flag)
-    if path.is_file() and _md5(path) == info["MD5" + _size_key(size)]:
-        return path
-    root.mkdir(parents=True, exist_ok=True)
-    import medmnist
-
-    dataset_class = getattr(medmnist, info["python_class"])
-    try:
-        # Constructing with download=True runs medmnist's download + MD5 check. The test split
-        # is the smallest, so the read it does afterwards is cheap; its __len__ is never called.
-        dataset_class(split="test", root=str(root), download=True, size=size)
-    except Exception as exc:
-        reason = (
-            f"{path.name} in {root} does not match medmnist's MD5 and a fresh download failed ({type(exc).__name__})."
-            if path.is_file()
-            else f"{path.name} could not be downloaded ({type(exc).__name__}: offline?)."
-        )
-        raise DataError(_not_found_message(path, flag, size, reason)) from None
-    return path
-
-
 def _check_split(
-    path: Path, split: str, images: np.ndarray, labels: np.ndarray, size: int, num_classes: int
-) -> None:
+    path: Path, split: str, images: np.ndarray, labels: np.ndarray, info: DatasetInfo
+) -> np.ndarray:
+    """Validate one split against the data set's identity; returns images as (N, H, W, C)."""
     where = f"{path}: {split}"
-    expected = f"(N, {size}, {size}, 3) uint8"
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+    size, channels = info.size, info.channels
+    if images.dtype == np.uint8 and images.ndim == 3 and channels == 1:
+        images = images[..., None]  # MedMNIST stores grayscale sets as (N, H, W)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, channels):
+        layout = f"(N, {size}, {size})" if channels == 1 else f"(N, {size}, {size}, 3)"
         raise DataError(
-            f"{where}_images has shape {images.shape} and dtype {images.dtype}; expected {expected} "
-            f"(RGB, data.size={size}). Rewrite the file in the official layout, or set data.size to the image size."
-        )
-    if not np.issubdtype(labels.dtype, np.integer) or labels.reshape(len(labels), -1).shape[1] != 1:
-        raise DataError(
-            f"{where}_labels has shape {labels.shape} and dtype {labels.dtype}; expected (N, 1) integers."
+            f"{where}_images has shape {images.shape} and dtype {images.dtype}; {info.flag} at "
+            f"data.size={size} needs uint8 {layout} ({channels} channel{'s' * (channels > 1)}). "
+            "Rewrite the file in the official layout, or set data.flag / data.size to match the file."
         )
     if len(labels) != len(images):
         raise DataError(
             f"{where}_labels has {len(labels)} rows but {split}_images has {len(images)}; they must match."
         )
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        bad = sorted({int(v) for v in np.unique(labels) if v < 0 or v >= num_classes})
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}_labels has dtype {labels.dtype}; labels must be integers.")
+    columns = int(np.prod(labels.shape[1:])) if labels.ndim > 1 else 1
+    if info.multi_label:
+        if columns != info.num_classes:
+            raise DataError(
+                f"{where}_labels has {columns} column(s); {info.flag} is multi-label with "
+                f"{info.num_classes} labels, so it needs (N, {info.num_classes}) 0/1 labels."
+            )
+        bad = sorted({int(v) for v in np.unique(labels)} - {0, 1})
+        if bad:
+            raise DataError(f"{where}_labels holds {bad[:10]}; multi-label columns must be 0 or 1.")
+        return images
+    if columns != 1:
         raise DataError(
-            f"{where}_labels holds {bad[:10]}, outside 0..{num_classes - 1}. Fix the labels of that file."
+            f"{where}_labels has shape {labels.shape}: {columns} columns under {info.flag}, a "
+            f"{info.task} set that takes one label per image, (N, 1). Is this a multi-label file "
+            "(e.g. chestmnist)? Set data.flag to the set the file holds."
         )
+    if len(labels) and (labels.min() < 0 or labels.max() >= info.num_classes):
+        bad = sorted({int(v) for v in np.unique(labels) if v < 0 or v >= info.num_classes})
+        raise DataError(
+            f"{where}_labels holds {bad[:10]}, outside 0..{info.num_classes - 1} "
+            f"({info.flag} has {info.num_classes} classes). Fix the labels, or set data.flag to the set the file holds."
+        )
+    return images
 
 
-def load_npz(
-    path: str | Path, size: int = 28, num_classes: int = 9, splits=SPLITS
-) -> dict[str, Split]:
-    """Read and validate the splits of a PathMNIST-layout npz file into tensors."""
+def load_npz(path: str | Path, info: DatasetInfo, splits=SPLITS) -> dict[str, Split]:
+    """Read and validate the splits of a MedMNIST-layout npz file into tensors."""
     path = Path(path)
     fix = "Delete it and download again (data.download=true), or regenerate it."
     try:
@@ -175,7 +100,7 @@ def load_npz(
             ]
             if missing:
                 raise DataError(
-                    f"{path} lacks the keys {missing} (it has {sorted(keys)}). A PathMNIST file holds "
+                    f"{path} lacks the keys {missing} (it has {sorted(keys)}). A MedMNIST file holds "
                     "train_images, train_labels, val_images, val_labels, test_images, test_labels."
                 )
             arrays = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in splits}
@@ -187,18 +112,26 @@ def load_npz(
         ) from None
     out = {}
     for split, (images, labels) in arrays.items():
-        _check_split(path, split, images, labels, size, num_classes)
+        images = _check_split(path, split, images, labels, info)
+        labels = labels.reshape(len(labels), -1).astype(np.int64)
         out[split] = Split(
             torch.from_numpy(np.ascontiguousarray(images)),
-            torch.from_numpy(labels.reshape(-1).astype(np.int64)),
+            torch.from_numpy(labels if info.multi_label else labels.reshape(-1)),
         )
     return out
 
 
+def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Images per class (one label each) or positives per label (multi-label (N, L) labels)."""
+    if labels.ndim == 2:
+        return labels.sum(0)
+    return torch.bincount(labels, minlength=num_classes)
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 (N, H, W, 3) images, on the [0, 1] scale."""
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
+    """Per-channel mean and std of uint8 (N, H, W, C) images, on the [0, 1] scale."""
+    total = torch.zeros(images.shape[-1], dtype=torch.float64)
+    squares = torch.zeros(images.shape[-1], dtype=torch.float64)
     count = 0
     for chunk in images.split(8192):  # chunks keep the float64 copy small
         x = chunk.reshape(-1, chunk.shape[-1]).to(torch.float64) / 255.0

@@ -13,16 +13,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pathlab.classes import NUM_CLASSES
 from pathlab.fileio import atomic_write
 
+if TYPE_CHECKING:
+    from pathlab.data.info import DatasetInfo
+
 # Bump when the drawing changes, so cached files are redrawn.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+NUM_CLASSES = 9  # PathMNIST's tissue recipes below
 BASE_SIZE = 28
 
 # Class mixes of the source sets: NCT-CRC-HE-100K (train/val) and CRC-VAL-HE-7K (test).
@@ -285,16 +289,82 @@ def draw_split(
     y = torch.cat(labels) if labels else torch.empty((0,), dtype=torch.uint8)
     order = torch.randperm(len(y), generator=g)
     x, y = x[order], y[order]
-    if size != BASE_SIZE:
-        x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear")
-        x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return x.contiguous().numpy(), y.view(-1, 1).numpy()
+    return _resize(x, size).contiguous().numpy(), y.view(-1, 1).numpy()
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (n, S, S, C) drawn at 28 px -> (n, size, size, C), bilinear."""
+    if size == BASE_SIZE:
+        return x
+    x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear")
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _class_texture(g: torch.Generator, c: int, n: int) -> torch.Tensor:
+    """Density (n, S, S) in [0, 1] of generic class `c`: blob size, shape and stripes vary with c,
+    so that structure (not brightness) tells the classes apart, as in the organ or cell sets."""
+    radius = (1.0, 1.6, 2.6)[c % 3]
+    elongation = (1.0, 1.0) if (c // 3) % 2 == 0 else (2.0, 3.0)
+    density = _blobs(g, n, (4, 10), (radius, radius * 1.3), elongation)
+    if c >= 6:
+        density = 0.6 * density + 0.4 * _stripes(g, n, (0.6, 0.9), _random_angle(g, n), 0.3)
+    return (density + 0.25 * _smooth_noise(g, n, 5)).clamp(0, 1)
+
+
+def _generic_images(g: torch.Generator, density: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grayscale (an X-ray, CT or OCT look) or a stain-like RGB rendering of densities."""
+    n = density.shape[0]
+    if channels == 3:
+        e = 0.4 * _smooth_noise(g, n, 3)
+        return _render(g, 1.2 * density, e, torch.zeros_like(density), stain_shift=0.0)
+    amount = _uniform(g, (n, 1, 1), 0.6, 1.0)
+    grey = 0.15 + 0.75 * amount * density + 0.03 * torch.randn(density.shape, generator=g)
+    return (grey.clamp(0, 1) * 255).round().to(torch.uint8)[..., None]
+
+
+def _generic_split(
+    info: DatasetInfo, n: int, seed: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A look-alike split of any MedMNIST set: (n, size, size, C) uint8 and medmnist's labels."""
+    g = torch.Generator().manual_seed(seed)
+    k = info.num_classes
+    if info.multi_label:
+        # Each finding is a blob at its own place (a 4x4 grid), present in 20% of the images.
+        labels = (torch.rand((n, k), generator=g) < 0.2).to(torch.uint8)
+        yy, xx = _grid(BASE_SIZE)
+        density = 0.3 * _smooth_noise(g, n, 4)
+        for label in range(k):
+            cy, cx = 4 + 6.5 * (label // 4), 4 + 6.5 * (label % 4)
+            r = 1.5 + 0.7 * (label % 3)
+            spot = torch.exp(-0.5 * ((yy - cy) ** 2 + (xx - cx) ** 2) / r**2)
+            density += 0.7 * labels[:, label, None, None] * spot
+        images = _generic_images(g, density.clamp(0, 1), info.channels)
+    else:
+        parts, label_parts = [], []
+        for c, count in enumerate(_allocate(n, (1,) * k)):
+            parts.append(_generic_images(g, _class_texture(g, c, count), info.channels))
+            label_parts.append(torch.full((count,), c, dtype=torch.uint8))
+        order = torch.randperm(n, generator=g)
+        images, labels = torch.cat(parts)[order], torch.cat(label_parts)[order].view(-1, 1)
+    images = _resize(images, size)
+    if info.channels == 1:
+        images = images[..., 0]  # MedMNIST's grayscale layout: (N, H, W)
+    return images.contiguous().numpy(), labels.numpy()
 
 
 def synthetic_arrays(
-    n_train: int = 6000, n_val: int = 1000, n_test: int = 1000, seed: int = 0, size: int = BASE_SIZE
+    n_train: int = 6000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    seed: int = 0,
+    size: int = BASE_SIZE,
+    info: DatasetInfo | None = None,
 ) -> dict[str, np.ndarray]:
-    """The three splits under the official npz keys (`train_images`, `train_labels`, ...)."""
+    """The three splits under the official npz keys (`train_images`, `train_labels`, ...).
+
+    PathMNIST (the default) gets the tissue drawing; any other set a generic look-alike
+    with its channels, class count and label layout.
+    """
     assert len(RECIPES) == NUM_CLASSES
     arrays = {}
     plan = {
@@ -303,7 +373,10 @@ def synthetic_arrays(
         "test": (n_test, TEST_CLASS_COUNTS, 1.0),
     }
     for offset, (split, (n, counts, shift)) in enumerate(plan.items()):
-        images, labels = draw_split(n, seed * 1000 + offset, counts, shift, size)
+        if info is None or info.flag == "pathmnist":
+            images, labels = draw_split(n, seed * 1000 + offset, counts, shift, size)
+        else:
+            images, labels = _generic_split(info, n, seed * 1000 + offset, size)
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
     return arrays
 
@@ -320,9 +393,10 @@ def write_synthetic_npz(
     n_test: int = 1000,
     seed: int = 0,
     size: int = BASE_SIZE,
+    info: DatasetInfo | None = None,
 ) -> Path:
     """Draw the data set and write it atomically to `path` in the official npz layout."""
-    arrays = synthetic_arrays(n_train, n_val, n_test, seed, size)
+    arrays = synthetic_arrays(n_train, n_val, n_test, seed, info.size if info else size, info)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from pathlab.classes import NUM_CLASSES
 from pathlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -27,11 +26,23 @@ def _init_weights(net: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class MedResNet(ResNet):
+    """torchvision's ResNet that can take grayscale images into a 3-channel stem (repeat_gray)."""
+
+    repeat_gray = False
+
+    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
+        if self.repeat_gray and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return super()._forward_impl(x)
+
+
 def resnet18(
-    num_classes: int = NUM_CLASSES,
+    num_classes: int,
     stem: str = "cifar",
     width: int = 64,
     in_channels: int = 3,
+    data_channels: int | None = None,
     pretrained: str | None = None,
 ) -> ResNet:
     """torchvision ResNet-18 with a stem chosen for the input size.
@@ -40,16 +51,27 @@ def resnet18(
     28x28 resolution into layer1, so it is accurate but about 10x slower on a CPU.
     stem="imagenet": torchvision's 7x7 stride-2 conv + max-pool (28 px -> 7 px in layer1).
     width: channels of layer1 (64 in the paper; smaller for quick tests), doubled per stage.
+    in_channels: channels the stem takes (the config sets it from the data). data_channels:
+    channels of the data; in_channels=3 with grayscale data repeats the gray channel (asked
+    for, e.g. to load RGB weights), any other mismatch is an error.
     pretrained: path of a local weights file (a state dict, or a Lightning checkpoint);
     tensors whose shapes differ (another class count or stem) are skipped and logged.
     """
     if stem not in STEMS:
         raise ConfigError(f"model.stem={stem!r} is unknown; use one of {', '.join(STEMS)}.")
-    if width < 1 or num_classes < 2:
+    if width < 1 or num_classes < 2 or in_channels not in (1, 3):
         raise ConfigError(
-            f"model.width={width} and model.num_classes={num_classes} must be >= 1 and >= 2."
+            f"model.width={width}, model.num_classes={num_classes} and model.in_channels={in_channels} "
+            "must be >= 1, >= 2 and 1 or 3."
         )
-    net = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    data_channels = data_channels or in_channels
+    if in_channels != data_channels and not (in_channels == 3 and data_channels == 1):
+        raise ConfigError(
+            f"model.in_channels={in_channels} but the data has {data_channels} channel(s); drop "
+            "the override (the stem takes the data's channels), or use 3 to repeat grayscale."
+        )
+    net = MedResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    net.repeat_gray = in_channels == 3 and data_channels == 1
     if width != 64 or in_channels != 3:
         net.inplanes = width
         net.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)

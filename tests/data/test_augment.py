@@ -44,8 +44,8 @@ def test_hed_jitter_zero_is_identity_and_output_in_range():
 
 def test_batch_augment_options_and_errors():
     x = torch.rand(16, 3, 28, 28)
-    assert torch.equal(BatchAugment(d4=False)(x), x)
-    out = BatchAugment(d4=True, stain_jitter=0.05, brightness=0.1, contrast=0.1)(x)
+    assert torch.equal(BatchAugment(symmetry="none")(x), x)
+    out = BatchAugment(symmetry="d4", stain_jitter=0.05, brightness=0.1, contrast=0.1)(x)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     with pytest.raises(ConfigError, match="data.augment.stain_jitter=1.5"):
         BatchAugment(stain_jitter=1.5)

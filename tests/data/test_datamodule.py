@@ -10,8 +10,11 @@ import torch
 
 from pathlab.data import BatchAugment, PathMNISTDataModule
 from pathlab.data.datamodule import limit_indices
+from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import channel_stats, load_npz
 from pathlab.errors import ConfigError
+
+PATH = DatasetInfo.create("pathmnist")
 
 
 def make(root, **kwargs) -> PathMNISTDataModule:
@@ -33,7 +36,7 @@ def test_batches_are_uint8_slices_then_normalised_floats(synthetic_root):
     images, labels = next(iter(dm.val_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (50, 28, 28, 3)
     assert labels.dtype == torch.int64 and labels.shape == (50,)
-    raw = load_npz(synthetic_root / "pathmnist.npz")["val"]
+    raw = load_npz(synthetic_root / "pathmnist.npz", PATH)["val"]
     assert torch.equal(images, raw.images[:50]) and torch.equal(labels, raw.labels[:50])
     x, y = transfer(dm, (images, labels), training=False)
     assert x.dtype == torch.float32 and x.shape == (50, 3, 28, 28) and torch.equal(y, labels)
@@ -43,7 +46,7 @@ def test_batches_are_uint8_slices_then_normalised_floats(synthetic_root):
 
 def test_normalisation_uses_train_stats(synthetic_root):
     dm = make(synthetic_root)
-    train = load_npz(synthetic_root / "pathmnist.npz")["train"]
+    train = load_npz(synthetic_root / "pathmnist.npz", PATH)["train"]
     mean, std = channel_stats(train.images)
     assert dm.mean == pytest.approx(mean) and dm.std == pytest.approx(std)
     x, _ = transfer(dm, (train.images, train.labels), training=False)
@@ -53,7 +56,7 @@ def test_normalisation_uses_train_stats(synthetic_root):
 
 
 def test_augmentation_only_on_training_batches(synthetic_root):
-    dm = make(synthetic_root, augment=BatchAugment(d4=True, stain_jitter=0.1))
+    dm = make(synthetic_root, augment=BatchAugment(symmetry="d4", stain_jitter=0.1))
     batch = next(iter(dm.val_dataloader()))
     torch.manual_seed(0)
     evaluated = [transfer(dm, batch, training=False)[0] for _ in range(2)]
@@ -66,7 +69,7 @@ def test_augmentation_only_on_training_batches(synthetic_root):
 def test_limits(synthetic_root, mode):
     dm = make(synthetic_root, train_limit=90, val_limit=30, test_limit=20, limit_mode=mode)
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [90, 30, 20]
-    full = load_npz(synthetic_root / "pathmnist.npz")["train"].labels
+    full = load_npz(synthetic_root / "pathmnist.npz", PATH)["train"].labels
     if mode == "first":
         assert torch.equal(dm.splits["train"].labels, full[:90])
     else:
@@ -86,7 +89,7 @@ def test_stratified_limit_is_deterministic_and_sorted():
 
 def test_class_counts(synthetic_root):
     dm = make(synthetic_root)
-    full = load_npz(synthetic_root / "pathmnist.npz")["train"].labels
+    full = load_npz(synthetic_root / "pathmnist.npz", PATH)["train"].labels
     assert dm.class_counts.tolist() == torch.bincount(full, minlength=9).tolist()
 
 
@@ -123,7 +126,7 @@ def test_synthetic_is_drawn_once_into_root(tmp_path):
 def test_state_dict_carries_normalisation(synthetic_root):
     """A checkpoint's stats are used as saved, not recomputed from whatever data is loaded."""
     dm = make(synthetic_root)
-    assert dm.state_dict() == {"mean": dm.mean, "std": dm.std}
+    assert dm.state_dict() == {"mean": dm.mean, "std": dm.std, "info": PATH.to_dict()}
     other = PathMNISTDataModule(root=str(synthetic_root), download=False)
     other.load_state_dict({"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]})
     other.setup()

@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pathlab.data.npz import cached_channel_stats, channel_stats, ensure_npz, load_npz, npz_filename
+from pathlab.data.info import DatasetInfo
+from pathlab.data.npz import cached_channel_stats, channel_stats, load_npz
+from pathlab.data.sources import ensure_npz, npz_filename
+
+PATH = DatasetInfo.create("pathmnist")
 from pathlab.errors import DataError
 from tests.conftest import random_arrays, write_npz
 
@@ -28,7 +32,7 @@ def test_medmnist_file_naming():
 def test_loads_official_layout_into_tensors(tmp_path):
     arrays = random_arrays()
     path = write_npz(tmp_path / "pathmnist.npz", **arrays)
-    splits = load_npz(path)
+    splits = load_npz(path, PATH)
     assert set(splits) == {"train", "val", "test"}
     for name, split in splits.items():
         assert (
@@ -45,7 +49,7 @@ def test_size_64_file(tmp_path):
         tmp_path / "pathmnist_64.npz", **random_arrays({"train": 9, "val": 9, "test": 9}, size=64)
     )
     assert ensure_npz(tmp_path, size=64, download=False) == path
-    assert load_npz(path, size=64)["train"].images.shape == (9, 64, 64, 3)
+    assert load_npz(path, DatasetInfo.create("pathmnist", 64))["train"].images.shape == (9, 64, 64, 3)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +68,7 @@ def test_size_64_file(tmp_path):
         ),
         (
             lambda a: a.update(test_labels=np.zeros((18, 2), np.uint8)),
-            r"expected \(N, 1\) integers",
+            r"2 columns under pathmnist",
         ),
     ],
 )
@@ -73,14 +77,14 @@ def test_malformed_files_name_the_problem(tmp_path, mutate, message):
     mutate(arrays)
     path = write_npz(tmp_path / "pathmnist.npz", **arrays)
     with pytest.raises(DataError, match=message) as info:
-        load_npz(path)
+        load_npz(path, PATH)
     assert str(path) in str(info.value)
 
 
 def test_wrong_size_says_which_setting(tmp_path):
     path = write_npz(tmp_path / "pathmnist.npz", **random_arrays(size=64))
-    with pytest.raises(DataError, match="set data.size"):
-        load_npz(path, size=28)
+    with pytest.raises(DataError, match="set data.flag / data.size"):
+        load_npz(path, PATH)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip file at all", b"PK\x03\x04 truncated"])
@@ -88,7 +92,7 @@ def test_corrupt_file(tmp_path, content):
     path = tmp_path / "pathmnist.npz"
     path.write_bytes(content)
     with pytest.raises(DataError, match="not a readable npz file"):
-        load_npz(path)
+        load_npz(path, PATH)
 
 
 def test_missing_root_and_missing_file(tmp_path):
@@ -140,7 +144,7 @@ def test_channel_stats_match_numpy():
 
 def test_channel_stats_are_cached_beside_the_file(tmp_path):
     path = write_npz(tmp_path / "pathmnist.npz", **random_arrays())
-    train = load_npz(path)["train"].images
+    train = load_npz(path, PATH)["train"].images
     mean, std = cached_channel_stats(path, train)
     cache = tmp_path / "pathmnist_stats.json"
     stored = json.loads(cache.read_text())
@@ -150,7 +154,7 @@ def test_channel_stats_are_cached_beside_the_file(tmp_path):
     assert cached_channel_stats(path, train)[0] == [0.5, 0.5, 0.5]
     write_npz(path, **random_arrays(seed=1))  # a replaced file (new mtime) is measured again
     os.utime(path, ns=(stored["mtime_ns"] + 10**9, stored["mtime_ns"] + 10**9))
-    fresh = cached_channel_stats(path, load_npz(path)["train"].images)[0]
+    fresh = cached_channel_stats(path, load_npz(path, PATH)["train"].images)[0]
     assert fresh != [0.5, 0.5, 0.5] and fresh == pytest.approx(
-        channel_stats(load_npz(path)["train"].images)[0]
+        channel_stats(load_npz(path, PATH)["train"].images)[0]
     )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import load_npz
 from pathlab.data.synthetic import (
     TEST_CLASS_COUNTS,
@@ -67,7 +68,7 @@ def test_written_file_reads_through_the_real_loader(tmp_path):
     path = write_synthetic_npz(
         tmp_path / "pathmnist_64.npz", n_train=27, n_val=9, n_test=9, size=64
     )
-    splits = load_npz(path, size=64)
+    splits = load_npz(path, DatasetInfo.create("pathmnist", 64))
     assert splits["train"].images.shape == (27, 64, 64, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "pathmnist_64.npz"

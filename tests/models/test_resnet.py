@@ -11,7 +11,7 @@ from pathlab.models import resnet18
 
 
 def test_cifar_stem_is_medmnist_v2s():
-    net = resnet18()
+    net = resnet18(9)
     assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1)
     assert isinstance(net.maxpool, nn.Identity)
     assert net.fc.out_features == 9
@@ -19,7 +19,7 @@ def test_cifar_stem_is_medmnist_v2s():
 
 
 def test_imagenet_stem_keeps_torchvisions():
-    net = resnet18(stem="imagenet")
+    net = resnet18(9, stem="imagenet")
     assert net.conv1.kernel_size == (7, 7) and net.conv1.stride == (2, 2)
     assert isinstance(net.maxpool, nn.MaxPool2d)
 
@@ -49,6 +49,6 @@ def test_pretrained_from_state_dict_and_checkpoint(tmp_path):
 
 def test_bad_values():
     with pytest.raises(ConfigError, match="model.stem='vgg'"):
-        resnet18(stem="vgg")
+        resnet18(9, stem="vgg")
     with pytest.raises(ConfigError, match="does not exist"):
-        resnet18(pretrained="/no/such/weights.pt")
+        resnet18(9, pretrained="/no/such/weights.pt")

@@ -18,16 +18,22 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from pathlab.evaluation import (
-    classification_report,
+from pathlab.data.info import DatasetInfo
+from pathlab.metrics import (
+    correct_count,
     expected_calibration_error,
     headline_metrics,
     logged_scalars,
 )
-from pathlab.metrics import classification_metrics
+from pathlab.metrics import classification_report as _report
 from tests.conftest import EXPECTED_CLASSES
 
 TASK = "multi-class"
+PATH = DatasetInfo.create("pathmnist")
+
+
+def classification_report(y, probs, info=PATH):
+    return _report(info, y, probs)
 
 
 def predictions(n: int = 400, seed: int = 0, skill: float = 2.0, classes: int = 9):
@@ -129,13 +135,64 @@ def test_logged_scalar_names():
     assert "test/n" not in scalars
 
 
-def test_validation_torchmetrics_agree_with_the_report():
-    """train/val use torchmetrics on the device; they must give MedMNIST's numbers too."""
+def test_binary_task_matches_medmnist():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 200)
+    p1 = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, 200), 0.01, 0.99)
+    probs = np.stack([1 - p1, p1], 1)
+    report = classification_report(y, probs, DatasetInfo.create("pneumoniamnist"))
+    assert report["overall"]["acc"] == pytest.approx(getACC(y, probs, "binary-class"), abs=1e-9)
+    assert report["overall"]["auc"] == pytest.approx(getAUC(y, probs, "binary-class"), abs=1e-9)
+    assert [r["class"] for r in report["per_class"]] == ["normal", "pneumonia"]
+
+
+def multi_label(n: int = 300, seed: int = 6, labels: int = 14):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, labels)) < 0.25).astype(int)
+    probs = 1 / (1 + np.exp(-(2.0 * (y - 0.5) + rng.normal(0, 1.2, (n, labels)))))
+    return y, probs
+
+
+def test_multi_label_task_matches_medmnist():
+    y, probs = multi_label()
+    info = DatasetInfo.create("chestmnist")
+    report = classification_report(y, probs, info)
+    task = "multi-label, binary-class"
+    assert report["overall"]["acc"] == pytest.approx(getACC(y, probs, task), abs=1e-9)
+    assert report["overall"]["auc"] == pytest.approx(getAUC(y, probs, task), abs=1e-9)
+    assert report["confusion_matrix"] is None and report["per_class"][1]["class"] == "cardiomegaly"
+    row = report["per_class"][0]
+    pred = probs[:, 0] > 0.5
+    assert row["support"] == y[:, 0].sum()
+    assert row["recall"] == pytest.approx(pred[y[:, 0] == 1].mean())
+    assert row["specificity"] == pytest.approx((~pred[y[:, 0] == 0]).mean())
+    assert row["auc"] == pytest.approx(roc_auc_score(y[:, 0], probs[:, 0]))
+    scalars = logged_scalars(report)
+    assert "test/auc/hernia" in scalars and "test/kappa" not in scalars
+
+
+def test_multi_label_label_without_positives_is_left_out():
+    y, probs = multi_label(n=60, seed=7)
+    y[:, 3] = 0
+    report = classification_report(y, probs, DatasetInfo.create("chestmnist"))
+    assert report["auc_undefined_for"] == ["infiltration"]
+    rest = [roc_auc_score(y[:, c], probs[:, c]) for c in range(14) if c != 3]
+    assert report["overall"]["auc"] == pytest.approx(np.mean(rest), abs=1e-9)
+
+
+def test_train_accuracy_counts_use_the_same_definition():
+    """train/acc sums correct decisions on the device; over a split it equals ACC."""
     y, probs = predictions(seed=4)
-    metrics = classification_metrics("val/")
-    metrics.update(torch.tensor(probs, dtype=torch.float32), torch.tensor(y))
-    values = {k: float(v) for k, v in metrics.compute().items()}
-    expected = headline_metrics(y, probs)
-    assert values["val/acc"] == pytest.approx(expected["acc"], abs=1e-6)
-    assert values["val/auc"] == pytest.approx(expected["auc"], abs=1e-6)
-    assert values["val/f1_macro"] == pytest.approx(expected["f1_macro"], abs=1e-6)
+    logits = torch.log(torch.tensor(probs))
+    correct = correct_count(logits, torch.tensor(y), multi_label=False)
+    assert int(correct) / len(y) == pytest.approx(headline_metrics(y, probs)["acc"], abs=1e-12)
+    y, probs = multi_label(seed=8)
+    logits = torch.logit(torch.tensor(probs))
+    correct = correct_count(logits, torch.tensor(y), multi_label=True)
+    assert int(correct) / y.size == pytest.approx(headline_metrics(y, probs)["acc"], abs=1e-12)
+
+
+def test_predictions_of_the_wrong_width_are_an_error():
+    y, probs = predictions(n=20, classes=5)
+    with pytest.raises(Exception, match="9 columns but bloodmnist has 8"):
+        classification_report(y, probs, DatasetInfo.create("bloodmnist"))

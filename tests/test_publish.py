@@ -1,4 +1,5 @@
-"""Report files: contents agree with metrics.json, figures are images, writes are atomic, CLI."""
+"""The publisher's report files: contents agree with report.json, figures are images, writes are
+atomic; `python -m pathlab.report` rebuilds them from predictions.csv; every task type."""
 
 from __future__ import annotations
 
@@ -11,27 +12,43 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from pathlab import report as report_module
+from pathlab.data.info import DatasetInfo
 from pathlab.errors import DataError
-from pathlab.report import main, read_predictions, write_report
-from tests.test_evaluation import predictions
+from pathlab.metrics import headline_metrics
+from pathlab.predictions import Predictions, read_predictions
+from pathlab.publish import publish_report
+from pathlab.report import main
+from tests.conftest import EXPECTED_CLASSES
+from tests.test_metrics import multi_label, predictions
 
 FIGURES = ("confusion_matrix", "per_class_metrics", "roc_curves", "reliability_diagram")
+PATH = DatasetInfo.create("pathmnist")
+
+
+def write_report(out, y, probs, run_name=None, no_tta_probs=None, info=PATH):
+    record = Predictions(
+        info,
+        "test",
+        y,
+        probs,
+        no_tta_probs,
+        "d4" if no_tta_probs is not None else "none",
+        8 if no_tta_probs is not None else 1,
+    )
+    return publish_report(out, record, details={"seed": 1}, run_name=run_name)["report"]
 
 
 @pytest.fixture
 def written(tmp_path):
     y, probs = predictions(n=300, seed=7)
-    no_tta = {"acc": 0.5, "auc": 0.8, "f1_macro": 0.4}
-    report, figures = write_report(
-        tmp_path, y, probs, run_name="demo-run", details={"seed": 1}, no_tta=no_tta
-    )
-    return tmp_path, y, probs, report
+    _, plain = predictions(n=300, seed=7, skill=0.5)
+    report = write_report(tmp_path, y, probs, run_name="demo-run", no_tta_probs=plain)
+    return tmp_path, y, probs, report, headline_metrics(y, plain)
 
 
 def test_files_and_numbers_agree(written):
-    out, y, probs, report = written
-    stored = json.loads((out / "metrics.json").read_text())["report"]
+    out, y, probs, report, no_tta = written
+    stored = json.loads((out / "report.json").read_text())
     assert stored["overall"] == pytest.approx(report["overall"]) and stored["split"] == "test"
     with open(out / "per_class.csv") as f:
         rows = list(csv.DictReader(f))
@@ -41,20 +58,23 @@ def test_files_and_numbers_agree(written):
         assert float(row["recall"]) == pytest.approx(expected["recall"], abs=1e-4)
         assert float(row["auc"]) == pytest.approx(expected["auc"], abs=1e-4)
     text = (out / "report.md").read_text()
-    assert f"| ACC (micro, MedMNIST) | {report['overall']['acc']:.4f} | 0.5000 |" in text
+    assert f"| ACC (MedMNIST) | {report['overall']['acc']:.4f} | {no_tta['acc']:.4f} |" in text
+    assert stored["no_tta"] == pytest.approx(no_tta)
     assert "| STR | cancer-associated stroma |" in text and "## Most confused pairs" in text
+    assert text.startswith("# PathMNIST test report: demo-run")
     for name in FIGURES:
         assert f"![{name}]({name}.png)" in text
 
 
 def test_predictions_round_trip(written):
-    out, y, probs, _ = written
-    labels, read_probs = read_predictions(out / "predictions.csv")
-    assert np.array_equal(labels, y) and np.allclose(read_probs, probs, atol=1e-6)
+    out, y, probs, _, _ = written
+    record = read_predictions(out / "predictions.csv")
+    assert record.info.flag == "pathmnist" and list(record.info.class_names) == EXPECTED_CLASSES
+    assert np.array_equal(record.labels, y) and np.allclose(record.probs, probs, atol=1e-6)
 
 
 def test_medmnist_result_file(written):
-    out, y, probs, report = written
+    out, y, probs, report, _ = written
     files = list(out.glob("pathmnist_test_*.csv"))
     assert len(files) == 1
     overall = report["overall"]
@@ -77,12 +97,12 @@ def test_figures_are_images(written):
         assert image[..., :3].std() > 0.05  # something is drawn
 
 
-def test_metrics_json_keeps_other_keys(tmp_path):
+def test_the_report_never_touches_metrics_json(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"seed": 3, "metrics": {"val/auc": 0.9}}))
     y, probs = predictions(n=50)
     write_report(tmp_path, y, probs)
     stored = json.loads((tmp_path / "metrics.json").read_text())
-    assert stored["seed"] == 3 and stored["metrics"] == {"val/auc": 0.9} and "report" in stored
+    assert stored == {"seed": 3, "metrics": {"val/auc": 0.9}}
 
 
 def test_a_crash_mid_report_leaves_the_old_files_whole(written, monkeypatch):
@@ -103,10 +123,10 @@ def test_a_crash_mid_report_leaves_the_old_files_whole(written, monkeypatch):
 
 
 def test_cli_rebuilds_the_report(written, tmp_path, capsys):
-    out, y, probs, report = written
+    out, y, probs, report, _ = written
     target = tmp_path / "rebuilt"
     assert main([str(out / "predictions.csv"), "--out", str(target), "--run", "again"]) == 0
-    rebuilt = json.loads((target / "metrics.json").read_text())["report"]
+    rebuilt = json.loads((target / "report.json").read_text())
     assert rebuilt["overall"]["acc"] == pytest.approx(report["overall"]["acc"], abs=1e-9)
     assert rebuilt["overall"]["auc"] == pytest.approx(report["overall"]["auc"], abs=1e-6)
     assert all((target / f"{name}.png").is_file() for name in FIGURES)
@@ -119,7 +139,7 @@ def test_cli_rebuilds_the_report(written, tmp_path, capsys):
         (None, "does not exist"),
         ("a,b,c\n1,2,3\n", "expected index, true, pred"),
         (
-            "index,true,pred," + ",".join(f"prob_{c}" for c in report_module.SHORT_NAMES) + "\n",
+            "index,true,pred," + ",".join(f"prob_{c}" for c in EXPECTED_CLASSES) + "\n",
             "no prediction rows",
         ),
     ],
@@ -133,3 +153,26 @@ def test_cli_bad_input(tmp_path, capsys, content, message):
     if content is not None:
         with pytest.raises(DataError):
             read_predictions(path)
+
+
+@pytest.mark.parametrize("flag", ["chestmnist", "bloodmnist", "pneumoniamnist"])
+def test_other_tasks_are_published_under_their_own_names(tmp_path, flag):
+    info = DatasetInfo.create(flag)
+    if info.multi_label:
+        y, probs = multi_label(n=80, labels=info.num_classes)
+    else:
+        y, probs = predictions(n=80, classes=info.num_classes)
+        probs = probs[:, : info.num_classes] / probs[:, : info.num_classes].sum(1, keepdims=True)
+    report = write_report(tmp_path, y, probs, run_name="r", info=info)
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith(f"# {info.title} test report: r") and "PathMNIST" not in text
+    assert all(f"| {name} |" in text for name in info.class_names)
+    result = list(tmp_path.glob(f"{flag}_test_*@r.csv"))
+    assert len(result) == 1
+    assert np.loadtxt(result[0], delimiter=",").shape == (80, info.num_classes + 1)
+    back = read_predictions(tmp_path / "predictions.csv")
+    assert back.info.flag == flag and np.array_equal(back.labels, y)
+    assert report["overall"]["acc"] == pytest.approx(headline_metrics(y, probs)["acc"])
+    # and the CLI rebuilds it from the csv alone, under the same names
+    assert main([str(tmp_path / "predictions.csv"), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "report.md").read_text().startswith(f"# {info.title} test report")

@@ -1,0 +1,115 @@
+"""A pathlab checkpoint -> the trained network, its normalisation and its DatasetInfo.
+
+The one place that reads checkpoints for use after training (pathlab.eval, pathlab.gradcam,
+and later predict and export). Training resumes through Lightning's own `ckpt_path`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+
+from pathlab.data.info import DatasetInfo
+from pathlab.errors import CheckpointError
+
+# Lightning saves a DataModule's state_dict under its class name; 0.1 called it PathMNISTDataModule.
+_DATAMODULE_KEYS = ("MedMNISTDataModule", "PathMNISTDataModule")
+
+
+@dataclass
+class TrainedModel:
+    net: torch.nn.Module
+    info: DatasetInfo
+    mean: list[float] | None
+    std: list[float] | None
+    config: dict[str, Any]
+    path: Path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A pathlab.train checkpoint, read onto the CPU whatever device wrote it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"ckpt_path={path} is not a file; pass a checkpoint such as <run dir>/checkpoints/best.ckpt."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # pickle, zip and torch errors all mean: not a readable checkpoint
+        raise CheckpointError(
+            f"ckpt_path={path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})."
+        ) from None
+    config = (ckpt.get("hyper_parameters") or {}).get("config") if isinstance(ckpt, dict) else None
+    if not config or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"ckpt_path={path} was not written by pathlab.train (no config or state_dict in it); "
+            "use a checkpoint from a pathlab run dir."
+        )
+    return ckpt
+
+
+def _data_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    return next((ckpt[k] for k in _DATAMODULE_KEYS if ckpt.get(k)), {})
+
+
+def checkpoint_info(ckpt: dict[str, Any]) -> DatasetInfo:
+    """The data set the checkpoint was trained on (older checkpoints: rebuilt from their config)."""
+    state = _data_state(ckpt)
+    if state.get("info"):
+        return DatasetInfo.from_dict(state["info"])
+    data = ckpt["hyper_parameters"]["config"]["data"]
+    return DatasetInfo.create(data.get("flag", "pathmnist"), data.get("size", 28))
+
+
+def load_trained_model(path: str | Path) -> TrainedModel:
+    """Rebuild the trained network from the checkpoint's own model config and load its weights."""
+    ckpt = read_checkpoint(path)
+    config = ckpt["hyper_parameters"]["config"]
+    info = checkpoint_info(ckpt)
+    model_cfg = dict(config["model"], pretrained=None)
+    if model_cfg.get("num_classes") != info.num_classes:
+        raise CheckpointError(
+            f"ckpt_path={path}: its model has {model_cfg.get('num_classes')} outputs but its data set "
+            f"{info.flag} has {info.num_classes} classes; the checkpoint is damaged."
+        )
+    net = instantiate(model_cfg)
+    weights = {
+        k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
+    }
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[:3]
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit its model config {model_cfg.get('_target_')}: "
+            + " ".join(first)
+        ) from None
+    state = _data_state(ckpt)
+    return TrainedModel(net.eval(), info, state.get("mean"), state.get("std"), config, Path(path))
+
+
+def check_same_data(trained: TrainedModel, info: DatasetInfo) -> None:
+    """Refuse to evaluate a model on a data set with other classes than it was trained for."""
+    if (trained.info.flag, trained.info.class_names, trained.info.task) != (
+        info.flag,
+        info.class_names,
+        info.task,
+    ):
+        raise CheckpointError(
+            f"ckpt_path={trained.path} was trained on {trained.info.flag} ({trained.info.num_classes} "
+            f"classes: {', '.join(trained.info.class_names[:4])}...), but the data is {info.flag} "
+            f"({info.num_classes} classes). Pass the data options the run trained with "
+            f"(data.flag={trained.info.flag}, data.root=...)."
+        )
+
+
+def with_checkpoint_normalisation(datamodule, trained: TrainedModel):
+    """The DataModule, normalising with the training run's stats saved in the checkpoint."""
+    check_same_data(trained, datamodule.info)
+    if trained.mean is not None:
+        datamodule.load_state_dict({"mean": trained.mean, "std": trained.std})
+    return datamodule

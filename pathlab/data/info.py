@@ -1,0 +1,196 @@
+"""DatasetInfo: what a data set is (task, classes, channels), from medmnist's INFO or the user.
+
+Everything downstream (the head size, the loss, the metrics, the report, the figures) reads
+the data set's identity from here, never from a literal. medmnist's INFO is the source for the
+12 MedMNIST v2 2D sets; a local file of another set gives its task, class count and channels
+in the data config.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pathlab.errors import DataError
+
+MULTI_CLASS = "multi-class"
+BINARY = "binary-class"
+ORDINAL = "ordinal-regression"
+MULTI_LABEL = "multi-label, binary-class"
+TASKS = (MULTI_CLASS, BINARY, ORDINAL, MULTI_LABEL)
+SIZES = (28, 64, 128, 224)
+SYMMETRIES = ("d4", "flip", "none")  # label-preserving views: all 8 rotations/flips, a mirror, none
+
+MEDMNIST_2D = (
+    "pathmnist",
+    "chestmnist",
+    "dermamnist",
+    "octmnist",
+    "pneumoniamnist",
+    "retinamnist",
+    "breastmnist",
+    "bloodmnist",
+    "tissuemnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
+)
+
+# PathMNIST keeps the short codes of NCT-CRC-HE-100K; other sets get names derived from
+# medmnist's labels (short_name below).
+PATHMNIST_SHORT = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
+_STOPWORDS = {"and", "of", "the", "with"}
+
+
+def short_name(label: str, max_words: int = 3) -> str:
+    """A metric-key-safe short name from a medmnist label: 'femur-left' -> 'femur-left',
+    'immature granulocytes(myelocytes, ...)' -> 'immature-granulocytes'."""
+    words = [
+        w for w in re.split(r"[^a-z0-9]+", label.split("(")[0].lower()) if w and w not in _STOPWORDS
+    ]
+    return "-".join(words[:max_words]) or label
+
+
+def _unique(names: list[str]) -> tuple[str, ...]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return tuple(out)
+
+
+def medmnist_info(flag: str) -> dict[str, Any]:
+    """medmnist's INFO entry of a flag, or a clear error naming the known flags."""
+    from medmnist import INFO
+
+    if flag not in INFO or flag not in MEDMNIST_2D:
+        raise DataError(
+            f"data.flag={flag!r} is not a MedMNIST 2D data set (known: {', '.join(MEDMNIST_2D)}). "
+            "For your own file in the official layout, also set data.task, data.num_classes and "
+            "data.channels (and optionally data.class_names)."
+        )
+    return INFO[flag]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The identity of a data set: its task, classes (or labels), channels and split sizes."""
+
+    flag: str
+    size: int
+    task: str
+    class_names: tuple[str, ...]
+    long_names: tuple[str, ...]
+    channels: int
+    split_sizes: dict[str, int] | None = None  # the official sizes; None for a local file
+    license: str = ""
+    symmetry: str = "none"  # which D4 views keep the label: d4 | flip | none
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise DataError(f"data.task={self.task!r} is unknown; use one of {', '.join(TASKS)}.")
+        if self.size not in SIZES:
+            raise DataError(
+                f"data.size={self.size} is not a MedMNIST size; use one of {', '.join(map(str, SIZES))}."
+            )
+        if self.channels not in (1, 3):
+            raise DataError(f"data.channels={self.channels} must be 1 (grayscale) or 3 (RGB).")
+        if self.symmetry not in SYMMETRIES:
+            raise DataError(
+                f"data.symmetry={self.symmetry!r} is unknown; use one of {', '.join(SYMMETRIES)}."
+            )
+        if len(self.class_names) < 2 or len(self.class_names) != len(self.long_names):
+            raise DataError(
+                f"{self.flag} needs at least 2 class names (got {list(self.class_names)})."
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """Output units of the network: classes, or labels of a multi-label set."""
+        return len(self.class_names)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == MULTI_LABEL
+
+    @property
+    def title(self) -> str:
+        """How reports name the set: 'PathMNIST', 'OrganAMNIST (64 px)' (medmnist's class name)."""
+        from medmnist import INFO
+
+        name = INFO[self.flag]["python_class"] if self.flag in INFO else self.flag
+        return name if self.size == 28 else f"{name} ({self.size} px)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetInfo:
+        data = dict(data)
+        for key in ("class_names", "long_names"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+    @classmethod
+    def create(
+        cls,
+        flag: str = "pathmnist",
+        size: int = 28,
+        *,
+        task: str | None = None,
+        num_classes: int | None = None,
+        channels: int | None = None,
+        class_names: list[str] | None = None,
+        symmetry: str = "none",
+    ) -> DatasetInfo:
+        """From medmnist's INFO for a MedMNIST flag (given values must agree with it), else
+        from the given task, class count and channels (a local file of another data set)."""
+        from medmnist import INFO
+
+        if flag in INFO and flag in MEDMNIST_2D:
+            entry = INFO[flag]
+            long = tuple(entry["label"][str(i)] for i in range(len(entry["label"])))
+            short = PATHMNIST_SHORT if flag == "pathmnist" else _unique([short_name(n) for n in long])
+            info = cls(
+                flag=flag,
+                size=size,
+                task=entry["task"],
+                class_names=tuple(class_names) if class_names else short,
+                long_names=long,
+                channels=entry["n_channels"],
+                split_sizes=dict(entry["n_samples"]),
+                license=entry["license"],
+                symmetry=symmetry,
+                description=entry["description"],
+            )
+            given = {"task": task, "num_classes": num_classes, "channels": channels}
+            for key, value in given.items():
+                if value is not None and value != getattr(info, key):
+                    raise DataError(
+                        f"data.{key}={value} but {flag} has {key} {getattr(info, key)} (medmnist INFO). "
+                        f"Drop the data.{key} override, or use another data.flag for your own file."
+                    )
+            return info
+        missing = [k for k, v in (("task", task), ("num_classes", num_classes), ("channels", channels)) if v is None]
+        if missing:
+            medmnist_info(flag)  # raises the error that lists the known flags
+        names = tuple(class_names) if class_names else tuple(f"class{i}" for i in range(num_classes))
+        if len(names) != num_classes:
+            raise DataError(
+                f"data.class_names has {len(names)} names but data.num_classes={num_classes}."
+            )
+        return cls(flag, size, task, names, names, channels, None, "", symmetry)
+
+
+def info_field(flag: str, key: str) -> Any:
+    """Config resolver `${pathlab.medmnist:FLAG,KEY}`: num_classes, channels or task from INFO."""
+    entry = medmnist_info(flag)
+    if key == "num_classes":
+        return len(entry["label"])
+    if key == "channels":
+        return entry["n_channels"]
+    return entry[key]
+

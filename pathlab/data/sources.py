@@ -1,0 +1,134 @@
+"""Where a data set's npz comes from: medmnist's download (MD5-checked), a local file, or the
+built-in synthetic look-alike drawn into a cache folder. Returns a path; reading is npz.py's job.
+
+medmnist does what it is good at here: INFO (URLs, MD5s), file naming, download and checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from pathlab.data.info import SIZES, DatasetInfo, medmnist_info
+from pathlab.data.synthetic import synthetic_dirname, write_synthetic_npz
+from pathlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def npz_filename(flag: str = "pathmnist", size: int = 28) -> str:
+    """medmnist's naming: `pathmnist.npz` for 28 px, `pathmnist_64.npz` for larger sizes."""
+    if size not in SIZES:
+        raise DataError(
+            f"data.size={size} is not a MedMNIST size; use one of {', '.join(map(str, SIZES))}."
+        )
+    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+
+
+def default_root() -> Path:
+    """medmnist's own data folder (~/.medmnist), where its other tools look too."""
+    from medmnist.info import DEFAULT_ROOT
+
+    return Path(DEFAULT_ROOT or Path.home() / ".medmnist")
+
+
+def _size_key(size: int) -> str:
+    return "" if size == 28 else f"_{size}"
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _not_found_message(path: Path, flag: str, size: int, reason: str) -> str:
+    lines = [reason, f"  looked for: {path}"]
+    try:
+        info = medmnist_info(flag)
+        lines += [
+            f"  download:   {info['url' + _size_key(size)]}",
+            f"  md5:        {info['MD5' + _size_key(size)]}",
+        ]
+    except DataError:  # a local file of another data set: no URL to offer
+        pass
+    lines.append(
+        f"Fix: run once with internet and data.download=true, or put {path.name} into a folder "
+        f"and pass data.root=/that/folder (with data.download=false), or train on the built-in "
+        f"synthetic set with data=synthetic."
+    )
+    return "\n".join(lines)
+
+
+def ensure_npz(
+    root: str | Path | None, flag: str = "pathmnist", size: int = 28, download: bool = True
+) -> Path:
+    """Path of the npz file, downloading it (with medmnist's MD5 check) when asked and needed."""
+    root = Path(root).expanduser() if root else default_root()
+    path = root / npz_filename(flag, size)
+    if not download:
+        if not root.is_dir():
+            raise DataError(
+                f"data.root={root} does not exist. Create it and put {path.name} there, "
+                "or pass data.download=true to download into it, or point data.root at the folder "
+                f"that holds {path.name}."
+            )
+        if not path.is_file():
+            reason = f"{path.name} is not in data.root={root} and data.download=false."
+            raise DataError(_not_found_message(path, flag, size, reason))
+        return path
+    info = medmnist_info(flag)
+    if path.is_file() and md5sum(path) == info["MD5" + _size_key(size)]:
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    import medmnist
+
+    dataset_class = getattr(medmnist, info["python_class"])
+    try:
+        # Constructing with download=True runs medmnist's download + MD5 check. The test split
+        # is the smallest, so the read it does afterwards is cheap; its __len__ is never called.
+        dataset_class(split="test", root=str(root), download=True, size=size)
+    except Exception as exc:
+        reason = (
+            f"{path.name} in {root} does not match medmnist's MD5 and a fresh download failed ({type(exc).__name__})."
+            if path.is_file()
+            else f"{path.name} could not be downloaded ({type(exc).__name__}: offline?)."
+        )
+        raise DataError(_not_found_message(path, flag, size, reason)) from None
+    return path
+
+
+def synthetic_npz_path(root: Path, info: DatasetInfo, synthetic: dict[str, int]) -> Path:
+    """Where the synthetic look-alike of `info` with these drawing parameters is cached."""
+    params = {k: synthetic[k] for k in ("n_train", "n_val", "n_test", "seed")}
+    return root / synthetic_dirname(**params) / npz_filename(info.flag, info.size)
+
+
+def prepare_npz(
+    root: str | Path | None,
+    info: DatasetInfo,
+    download: bool,
+    synthetic: dict[str, int] | None = None,
+) -> Path:
+    """The npz file of the data set, fetched or drawn if needed (Lightning's prepare_data)."""
+    if synthetic:
+        if root is None:
+            raise DataError(
+                "data=synthetic needs data.root (a cache folder); the config sets it from paths.cache_dir."
+            )
+        path = synthetic_npz_path(Path(root).expanduser(), info, synthetic)
+        if not path.is_file():
+            log.info("drawing a synthetic %s look-alike into %s", info.flag, path)
+            write_synthetic_npz(path, info=info, **synthetic)
+        return path
+    return ensure_npz(root, info.flag, info.size, download)
+
+
+def locate_npz(root: str | Path | None, info: DatasetInfo, synthetic: dict | None = None) -> Path:
+    """The npz file as it is now, without downloading or drawing (Lightning's setup)."""
+    if synthetic:
+        return prepare_npz(root, info, download=False, synthetic=synthetic)
+    return ensure_npz(root, info.flag, info.size, download=False)

@@ -1,0 +1,175 @@
+"""Grad-CAM over test images: `python -m pathlab.gradcam ckpt_path=FILE`.
+
+Uses the grad-cam library (pytorch_grad_cam), whose maps are resized to the input with
+pixel-centre alignment, so the overlay lines up with the 28-px image. Writes gradcam.png
+(per class: correct and wrong predictions, each image beside its overlay) and gradcam.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from pathlab.checkpoint import load_trained_model, with_checkpoint_normalisation
+from pathlab.cli import run_task
+from pathlab.config import CONF_DIR
+from pathlab.data.augment import to_float_nchw
+from pathlab.errors import ConfigError
+from pathlab.figures import gradcam_figure, save_png
+from pathlab.fileio import atomic_write_json
+from pathlab.metrics import predicted, probabilities
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def choose_layer(
+    net: nn.Module, name: str, size: int, channels: int = 3
+) -> tuple[str, nn.Module]:
+    """The named ResNet stage, or for "auto" the last one whose feature maps are at least 4x4."""
+    if name != "auto":
+        if name not in STAGES or not hasattr(net, name):
+            raise ConfigError(
+                f"explain.target_layer={name!r} is unknown; use auto or one of {', '.join(STAGES)}."
+            )
+        return name, getattr(net, name)
+    sizes = {}
+    hooks = [
+        getattr(net, s).register_forward_hook(
+            lambda m, i, o, s=s: sizes.__setitem__(s, o.shape[-1])
+        )
+        for s in STAGES
+    ]
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, channels, size, size))
+    for hook in hooks:
+        hook.remove()
+    chosen = next((s for s in reversed(STAGES) if sizes[s] >= 4), "layer1")
+    return chosen, getattr(net, chosen)
+
+
+def grad_cam_maps(
+    net: nn.Module, layer: nn.Module, x: torch.Tensor, classes: list[int]
+) -> np.ndarray:
+    """Grad-CAM maps (N, H, W) in [0, 1], at the input's resolution."""
+    with GradCAM(model=net.eval(), target_layers=[layer]) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes])
+
+
+def pick_examples(
+    labels: np.ndarray, pred: np.ndarray, correct: int, wrong: int, num_classes: int
+) -> list[tuple[int, int]]:
+    """Per class, the first `correct` right and `wrong` wrong predictions (fewer where there are
+    fewer), as (image, class). Multi-label (2-D labels and 0/1 predictions): per label, images
+    that carry it, found or missed."""
+    chosen = []
+    for c in range(num_classes):
+        if labels.ndim == 2:
+            members = np.flatnonzero(labels[:, c] == 1)
+            hit = pred[members, c] == 1
+        else:
+            members = np.flatnonzero(labels == c)
+            hit = pred[members] == c
+        chosen += [(int(i), c) for i in members[hit][:correct]]
+        chosen += [(int(i), c) for i in members[~hit][:wrong]]
+    return chosen
+
+
+def gradcam(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.paths.output_dir)
+    options = cfg.gradcam
+    if options.target not in ("predicted", "true"):
+        raise ConfigError(f"gradcam.target={options.target!r} is unknown; use predicted or true.")
+    trained = load_trained_model(cfg.ckpt_path)
+    datamodule = with_checkpoint_normalisation(instantiate(cfg.data), trained)
+    datamodule.prepare_data()
+    datamodule.setup()
+    info = datamodule.info
+    split = datamodule.splits[options.split]
+    net = trained.net
+
+    raw = split.images
+    with torch.no_grad():
+        x_all = datamodule.normalize(to_float_nchw(raw))
+        probs = torch.cat(
+            [probabilities(net(b), info.multi_label) for b in x_all.split(512)]
+        ).numpy()
+    labels, pred = split.labels.numpy(), predicted(probs, info.multi_label)
+    names = info.class_names
+    chosen = pick_examples(
+        labels, pred.astype(int), options.correct_per_class, options.wrong_per_class, len(names)
+    )
+    layer_name, layer = choose_layer(net, options.target_layer, info.size, info.channels)
+    if info.multi_label or options.target == "true":
+        targets = [c for _, c in chosen]
+    else:
+        targets = [int(pred[i]) for i, _ in chosen]
+    index = [i for i, _ in chosen]
+    maps = (
+        grad_cam_maps(net, layer, x_all[index], targets)
+        if chosen
+        else np.zeros((0, info.size, info.size))
+    )
+
+    images = raw[index].numpy().astype(np.float32) / 255.0
+    if info.channels == 1:
+        images = np.repeat(images, 3, axis=-1)  # show_cam_on_image takes RGB
+    overlays = (
+        np.stack(
+            [
+                show_cam_on_image(img, m, use_rgb=True) / 255.0
+                for img, m in zip(images, maps, strict=True)
+            ]
+        )
+        if chosen
+        else images
+    )
+    rows: list[list] = [[] for _ in names]
+    records = []
+    for k, (i, c) in enumerate(chosen):
+        if info.multi_label:
+            title = f"{names[c]} {'found' if pred[i, c] else 'missed'} {probs[i, c]:.2f}"
+            record = {"index": i, "label": names[c], "probability": float(probs[i, c])}
+        else:  # true class -> predicted class and its probability
+            title = f"{names[c]}→{names[pred[i]]} {probs[i, pred[i]]:.2f}"
+            record = {
+                "index": i,
+                "true": names[c],
+                "predicted": names[pred[i]],
+                "probability": float(probs[i, pred[i]]),
+            }
+        rows[c].append((images[k], overlays[k], title))
+        records.append(record)
+    per_row = max(1, options.correct_per_class + options.wrong_per_class)
+    save_png(run_dir / "gradcam.png", gradcam_figure(rows, per_row))
+    summary = {
+        "checkpoint": str(cfg.ckpt_path),
+        "dataset": info.flag,
+        "split": options.split,
+        "target_layer": layer_name,
+        "target": options.target,
+        "images": records,
+    }
+    atomic_write_json(run_dir / "gradcam.json", summary)
+    print(
+        f"Grad-CAM of {len(chosen)} {options.split} images ({layer_name}) written to {run_dir / 'gradcam.png'}"
+    )
+    return summary | {"maps": maps}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="gradcam")
+def main(cfg: DictConfig) -> None:
+    run_task(gradcam, cfg)
+
+
+if __name__ == "__main__":
+    main()
