@@ -38,8 +38,7 @@ CHECK_TOLERANCE = 0.1  # |mean| and |std - 1| of a normalised batch; sampling no
 def split_counts(datamodule) -> dict[str, np.ndarray]:
     """Images per class (positives per label) in each split."""
     return {
-        s: class_counts(datamodule.splits[s].labels, datamodule.num_classes).numpy()
-        for s in SPLITS
+        s: class_counts(datamodule.splits[s].labels, datamodule.num_classes).numpy() for s in SPLITS
     }
 
 
@@ -143,7 +142,10 @@ def explore(cfg: DictConfig) -> dict[str, Any]:
     train = datamodule.splits["train"]
     picks = pick_per_class(train.labels, options.samples_per_class, options.seed, info.num_classes)
     figures["samples"] = sample_grid_figure(
-        [train.images[p].numpy().squeeze(-1) if info.channels == 1 else train.images[p].numpy() for p in picks],
+        [
+            train.images[p].numpy().squeeze(-1) if info.channels == 1 else train.images[p].numpy()
+            for p in picks
+        ],
         info.class_names,
         info.long_names,
     )

@@ -32,14 +32,12 @@ from pathlab.metrics import predicted, probabilities
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
-def choose_layer(
-    net: nn.Module, name: str, size: int, channels: int = 3
-) -> tuple[str, nn.Module]:
+def choose_layer(net: nn.Module, name: str, size: int, channels: int = 3) -> tuple[str, nn.Module]:
     """The named ResNet stage, or for "auto" the last one whose feature maps are at least 4x4."""
     if name != "auto":
         if name not in STAGES or not hasattr(net, name):
             raise ConfigError(
-                f"explain.target_layer={name!r} is unknown; use auto or one of {', '.join(STAGES)}."
+                f"gradcam.target_layer={name!r} is unknown; use auto or one of {', '.join(STAGES)}."
             )
         return name, getattr(net, name)
     sizes = {}

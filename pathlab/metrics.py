@@ -78,7 +78,11 @@ def _mean_finite(values: np.ndarray) -> float:
 def _check(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     probs = np.asarray(probs, dtype=np.float64)
     y_true = np.asarray(y_true).astype(int)
-    y_true = y_true.reshape(len(y_true), -1) if y_true.ndim > 1 and y_true.shape[1] > 1 else y_true.ravel()
+    y_true = (
+        y_true.reshape(len(y_true), -1)
+        if y_true.ndim > 1 and y_true.shape[1] > 1
+        else y_true.ravel()
+    )
     if not np.isfinite(probs).all():
         raise PredictionError(
             f"{int((~np.isfinite(probs).all(1)).sum())} of {len(probs)} predictions are NaN or infinite: "
@@ -115,7 +119,9 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(multiclass_calibration_error(p, y, p.shape[1], n_bins=ECE_BINS, norm="l1"))
 
 
-def classification_report(info: DatasetInfo, y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+def classification_report(
+    info: DatasetInfo, y_true: np.ndarray, probs: np.ndarray
+) -> dict[str, Any]:
     """Overall and per-class (per-label) metrics, the confusion matrix and the most confused pairs."""
     y_true, probs = _check(y_true, probs)
     if probs.shape[1] != info.num_classes:
@@ -130,9 +136,16 @@ def classification_report(info: DatasetInfo, y_true: np.ndarray, probs: np.ndarr
         true_pos = (pred & (y_true == 1)).sum(0)
         false_pos = (pred & (y_true == 0)).sum(0)
         negatives = len(y_true) - positives
-        precision = np.divide(true_pos, pred.sum(0), out=np.zeros(len(labels)), where=pred.sum(0) > 0)
+        precision = np.divide(
+            true_pos, pred.sum(0), out=np.zeros(len(labels)), where=pred.sum(0) > 0
+        )
         recall = np.divide(true_pos, positives, out=np.zeros(len(labels)), where=positives > 0)
-        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(labels)), where=(precision + recall) > 0)
+        f1 = np.divide(
+            2 * precision * recall,
+            precision + recall,
+            out=np.zeros(len(labels)),
+            where=(precision + recall) > 0,
+        )
         support, cm, confused = positives, None, []
         extra = {"balanced_acc": math.nan, "kappa": math.nan}
     else:
@@ -162,10 +175,14 @@ def classification_report(info: DatasetInfo, y_true: np.ndarray, probs: np.ndarr
     specificity = np.divide(
         negatives - false_pos, negatives, out=np.full(len(labels), np.nan), where=negatives > 0
     )
-    overall = headline_metrics(y_true, probs) | extra | {
-        "ece": expected_calibration_error(y_true, probs),
-        "n": int(len(y_true)),
-    }
+    overall = (
+        headline_metrics(y_true, probs)
+        | extra
+        | {
+            "ece": expected_calibration_error(y_true, probs),
+            "n": int(len(y_true)),
+        }
+    )
     per_class = [
         {
             "class": names[c],
@@ -194,7 +211,8 @@ def logged_scalars(report: dict[str, Any], prefix: str = "test") -> dict[str, fl
     scalars = {
         f"{prefix}/{k}": float(v)
         for k, v in report["overall"].items()
-        if k != "n" and not (isinstance(v, float) and math.isnan(v) and k in ("balanced_acc", "kappa"))
+        if k != "n"
+        and not (isinstance(v, float) and math.isnan(v) and k in ("balanced_acc", "kappa"))
     }
     for row in report["per_class"]:
         for metric in PER_CLASS_METRICS:

@@ -66,7 +66,9 @@ def _info_from_header(names: list[str], multi_label: bool, flag: str | None) -> 
             f"the columns name the classes {names[:4]}..., not those of data.flag={flag} "
             f"({list(DatasetInfo.create(flag).class_names)[:4]}...)."
         )
-    return DatasetInfo.create("local", task=task, num_classes=len(names), channels=3, class_names=names)
+    return DatasetInfo.create(
+        "local", task=task, num_classes=len(names), channels=3, class_names=names
+    )
 
 
 def read_predictions(path: str | Path, split: str = "test", flag: str | None = None) -> Predictions:

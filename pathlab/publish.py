@@ -21,7 +21,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pathlab.data.info import DatasetInfo
-from pathlab.figures import confusion_figure, per_class_figure, png_bytes, reliability_figure, roc_figure
+from pathlab.figures import (
+    confusion_figure,
+    per_class_figure,
+    png_bytes,
+    reliability_figure,
+    roc_figure,
+)
 from pathlab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pathlab.metrics import classification_report, headline, headline_metrics, logged_scalars
 from pathlab.predictions import PREDICTIONS_FILE, Predictions
@@ -56,7 +62,9 @@ def report_figures(predictions: Predictions, report: dict[str, Any]) -> dict[str
     y, probs = np.asarray(predictions.labels), np.asarray(predictions.probs)
     figures = {}
     if report["confusion_matrix"] is not None:
-        figures["confusion_matrix"] = confusion_figure(np.asarray(report["confusion_matrix"]), names)
+        figures["confusion_matrix"] = confusion_figure(
+            np.asarray(report["confusion_matrix"]), names
+        )
     figures["per_class_metrics"] = per_class_figure(report["per_class"])
     figures["roc_curves"] = roc_figure(y, probs, names, aucs)
     if not predictions.info.multi_label:
@@ -88,7 +96,10 @@ def report_markdown(
             row += f" {_fmt(no_tta[key]) if key in no_tta else ''} |"
         lines.append(row)
     if multi_label:
-        lines += ["", "Multi-label: ACC is the mean over labels of the accuracy at a 0.5 threshold."]
+        lines += [
+            "",
+            "Multi-label: ACC is the mean over labels of the accuracy at a 0.5 threshold.",
+        ]
     if report["auc_undefined_for"]:
         lines += [
             "",
@@ -112,7 +123,10 @@ def report_markdown(
     if not multi_label:
         lines += ["", "## Most confused pairs", ""]
         if report["most_confused"]:
-            lines += ["| true | predicted as | images | share of true class |", "|---|---|---:|---:|"]
+            lines += [
+                "| true | predicted as | images | share of true class |",
+                "|---|---|---:|---:|",
+            ]
             lines += [
                 f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share_of_true']:.3f} |"
                 for p in report["most_confused"]
@@ -192,7 +206,13 @@ def publish_report(
         atomic_write_bytes(out_dir / name, data)
     for name, text in texts.items():
         atomic_write_text(out_dir / name, text)
-    return {"report": report, "no_tta": no_tta, "scalars": scalars, "markdown": markdown, "figures": figures}
+    return {
+        "report": report,
+        "no_tta": no_tta,
+        "scalars": scalars,
+        "markdown": markdown,
+        "figures": figures,
+    }
 
 
 def flat_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -16,14 +16,19 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pathlab.report",
         description="Rebuild a run's report, per-class table, result file and figures from its predictions.csv.",
     )
-    parser.add_argument("predictions", help="a pathlab predictions.csv (index, true, pred, prob_<class>...)")
+    parser.add_argument(
+        "predictions", help="a pathlab predictions.csv (index, true, pred, prob_<class>...)"
+    )
     parser.add_argument("--out", help="output folder (default: the folder of the predictions file)")
     parser.add_argument(
         "--run",
         help="run name in the report title and the MedMNIST result file (default: the folder name)",
     )
     parser.add_argument(
-        "--split", default="test", choices=["test", "val"], help="which split the predictions are of"
+        "--split",
+        default="test",
+        choices=["test", "val"],
+        help="which split the predictions are of",
     )
     parser.add_argument(
         "--flag",

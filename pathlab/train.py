@@ -101,7 +101,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary = {
         "status": "diverged" if diverged else "completed",
         "run_dir": str(run_dir),
-        "dataset": {"flag": info.flag, "size": info.size, "task": info.task, "classes": list(info.class_names), "symmetry": info.symmetry},
+        "dataset": {
+            "flag": info.flag,
+            "size": info.size,
+            "task": info.task,
+            "classes": list(info.class_names),
+            "symmetry": info.symmetry,
+        },
         "optimized_metric": cfg.optimized_metric,
         "optimized_value": best_val.get(cfg.optimized_metric),
         "metrics": {k: v for k, v in best_val.items() if k.startswith("val/")},

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 
 from pathlab.config import CONF_DIR
+from pathlab.errors import find_pathlab_error
 from pathlab.data import BatchAugment, PathMNISTDataModule
 from pathlab.train import build_model
 
@@ -45,20 +46,20 @@ def test_every_group_has_options():
     assert {"ce", "focal"} <= set(options("loss"))
     assert {"demo", "medmnist_v2", "fast_cpu"} <= set(options("experiment"))
     assert {"focal_optuna", "ce_optuna"} <= set(options("hparams_search"))
-    assert {"none", "flip", "rot4", "d4"} <= set(options("tta"))
+    assert {"auto", "none", "flip", "rot4", "d4"} <= set(options("tta"))
 
 
 @pytest.mark.parametrize(("group", "option"), all_options())
 def test_option_composes_and_instantiates(compose_cfg, group, option):
     cfg = compose_cfg([f"{group}={option}"])
     assert cfg.seed == 42 and cfg.optimized_metric == "val/auc"
-    model = build_model(cfg)
+    data = instantiate(cfg.data)
+    model = build_model(cfg, data.info)
     assert model.net(torch.zeros(2, 3, 28, 28)).shape == (2, 9)
     optimizer = model.optimizer_factory(model.parameters())
     if cfg.scheduler:
         scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=100)
         assert scheduler.get_last_lr()[0] > 0
-    data = instantiate(cfg.data)
     assert isinstance(data, PathMNISTDataModule)
     assert data.augment is None or isinstance(data.augment, BatchAugment)
     for section in ("callbacks", "logger"):
@@ -72,7 +73,8 @@ def test_option_composes_and_instantiates(compose_cfg, group, option):
 def test_defaults_are_the_documented_ones(compose_cfg):
     cfg = compose_cfg([])
     assert (
-        cfg.data._target_.endswith("PathMNISTDataModule")
+        cfg.data._target_.endswith("MedMNISTDataModule")
+        and cfg.data.flag == "pathmnist"
         and cfg.data.root is None
         and cfg.data.download
     )
@@ -139,3 +141,68 @@ def test_wheel_ships_conf_and_finds_it(tmp_path):
     )
     assert job.returncode == 0, job.stderr
     assert "pathlab.losses.FocalLoss" in job.stdout
+
+
+SYMMETRY = {
+    "pathmnist": "d4",
+    "bloodmnist": "d4",
+    "dermamnist": "d4",
+    "tissuemnist": "d4",
+    "octmnist": "flip",
+    "retinamnist": "flip",
+    "breastmnist": "flip",
+    "chestmnist": "none",
+    "pneumoniamnist": "none",
+    "organamnist": "none",
+    "organcmnist": "none",
+    "organsmnist": "none",
+}
+
+
+@pytest.mark.parametrize("flag", sorted(SYMMETRY))
+def test_every_flag_and_size_composes_with_its_own_identity(compose_cfg, flag):
+    """data.flag x data.size: the head, stem, loss, TTA and augmentation follow the data set."""
+    from medmnist import INFO
+
+    info = INFO[flag]
+    for size in (28, 64, 128, 224):
+        cfg = compose_cfg([f"data.flag={flag}", f"data.size={size}"])
+        data = instantiate(cfg.data)
+        assert data.info.flag == flag and data.info.size == size
+        assert data.info.task == info["task"] == cfg.loss.task
+        assert cfg.model.num_classes == len(info["label"]) == data.num_classes
+        assert cfg.model.in_channels == info["n_channels"] == data.info.channels
+        assert data.info.symmetry == SYMMETRY[flag] == cfg.tta.views == data.augment.symmetry
+        assert data.augment.stain_jitter == (0.05 if flag == "pathmnist" else 0.0)
+        assert data.info.split_sizes == info["n_samples"]
+    net = instantiate(cfg.model)
+    x = torch.zeros(2, info["n_channels"], 28, 28)
+    assert net(x).shape == (2, len(info["label"]))
+
+
+def test_grayscale_into_an_rgb_stem_only_when_asked(compose_cfg):
+    cfg = compose_cfg(["data.flag=organamnist", "model.in_channels=3", "model.width=8"])
+    net = instantiate(cfg.model)
+    assert net.conv1.in_channels == 3 and net(torch.zeros(2, 1, 28, 28)).shape == (2, 11)
+    cfg = compose_cfg(["data.flag=pathmnist", "model.in_channels=1"])
+    with pytest.raises(Exception, match="model.in_channels=1 but the data has 3") as caught:
+        instantiate(cfg.model)
+    assert find_pathlab_error(caught.value) is not None
+
+
+def test_unknown_flag_needs_the_identity_of_the_file(compose_cfg):
+    cfg = compose_cfg(["data.flag=mydata"])
+    with pytest.raises(Exception, match="not a MedMNIST 2D data set"):
+        instantiate(cfg.data)
+    cfg = compose_cfg(
+        [
+            "data.flag=mydata",
+            "data.task=multi-class",
+            "data.num_classes=4",
+            "data.channels=1",
+            "data.class_names=[a,b,c,d]",
+        ]
+    )
+    data = instantiate(cfg.data)
+    assert data.info.class_names == ("a", "b", "c", "d") and data.info.symmetry == "none"
+    assert cfg.model.num_classes == 4 and cfg.model.in_channels == 1

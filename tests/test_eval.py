@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pathlab import eval as eval_module
+from pathlab.checkpoint import read_checkpoint
 from tests.conftest import TINY_RUN, run_and_read, run_cli
 from tests.test_train import scalars
 
@@ -30,9 +30,11 @@ def test_training_run_leaves_the_report(trained_run):
         assert (run_dir / name).is_file(), name
     assert len(list(run_dir.glob("pathmnist_test_[[]AUC[]]*_[[]ACC[]]*@run.csv"))) == 1
     stored = json.loads((run_dir / "metrics.json").read_text())
-    assert stored["report"]["overall"]["acc"] == stored["metrics"]["test/acc"]
-    assert stored["report"]["overall"]["auc"] == stored["metrics"]["test/auc"]
-    assert stored["report"]["no_tta"]["acc"] == stored["metrics"]["test/acc_no_tta"]
+    report = json.loads((run_dir / stored["report"]).read_text())
+    assert report["overall"]["acc"] == stored["metrics"]["test/acc"]
+    assert report["overall"]["auc"] == stored["metrics"]["test/auc"]
+    assert report["no_tta"]["acc"] == stored["metrics"]["test/acc_no_tta"]
+    assert report["dataset"]["flag"] == "pathmnist" and stored["dataset"]["symmetry"] == "d4"
     assert "d4 (8 views" in (run_dir / "report.md").read_text()
 
 
@@ -104,7 +106,7 @@ def _edited_checkpoint(run_dir, path, edit):
             lambda run, p: _edited_checkpoint(
                 run, p, lambda c: c["hyper_parameters"]["config"]["model"].update(num_classes=5)
             ),
-            "predicts 5 classes, but this data set has 9",
+            "its model has 5 outputs but its data set pathmnist has 9 classes",
         ),
         (
             lambda run, p: _edited_checkpoint(
@@ -134,6 +136,20 @@ def test_eval_bad_checkpoints(trained_run, tmp_path, make, message):
     assert "Traceback" not in done.stderr
 
 
+def test_eval_refuses_a_checkpoint_of_another_data_set(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    done = run_cli(
+        "pathlab.eval",
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+        *DATA_ARGS,
+        "data.flag=bloodmnist",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        timeout=120,
+    )
+    assert done.returncode == 2 and "was trained on pathmnist" in done.stderr, done.stderr[-2000:]
+    assert "data.flag=pathmnist" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_checkpoints_load_onto_the_cpu(trained_run, monkeypatch):
     """A checkpoint written on a GPU machine is mapped to the CPU on load."""
     run_dir, _ = trained_run
@@ -145,7 +161,7 @@ def test_checkpoints_load_onto_the_cpu(trained_run, monkeypatch):
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", spy)
-    ckpt = eval_module.load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    ckpt = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     assert seen["map_location"] == "cpu"
     assert all(t.device.type == "cpu" for t in ckpt["state_dict"].values())
 

@@ -11,6 +11,7 @@ from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pathlab import api
+from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import load_npz
 from tests.conftest import EXPECTED_CLASSES, run_cli
 
@@ -34,7 +35,7 @@ def explored(tmp_path_factory, cache_dir):
 def test_class_distribution_counts_equal_the_labels(explored, cache_dir):
     out, summary = explored
     npz = next(cache_dir.rglob("synthetic_v*_n450-90-90_seed0/pathmnist.npz"))
-    splits = load_npz(npz)
+    splits = load_npz(npz, DatasetInfo.create("pathmnist"))
     with open(out / "class_distribution.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["class"] for r in rows] == EXPECTED_CLASSES
@@ -77,5 +78,5 @@ def test_cli_prints_the_table(tmp_path, cache_dir):
     done = run_cli("pathlab.explore", *SMALL, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-2000:]
     text = " ".join(done.stdout.split())  # rich wraps lines at the terminal width
-    assert "PathMNIST classes" in text and "normalised batch check: ok" in text
+    assert "PathMNIST classes (multi-class)" in text and "normalised batch check: ok" in text
     assert (tmp_path / "samples.png").is_file()

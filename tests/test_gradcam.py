@@ -11,7 +11,7 @@ from torch import nn
 
 from pathlab import api
 from pathlab.errors import ConfigError
-from pathlab.explain import choose_layer, grad_cam_maps, pick_examples
+from pathlab.gradcam import choose_layer, grad_cam_maps, pick_examples
 from pathlab.models import resnet18
 from tests.conftest import TINY_RUN
 
@@ -20,7 +20,7 @@ DATA_ARGS = [a for a in TINY_RUN if a.startswith("data")]
 
 def test_gradcam_of_a_trained_model(trained_run, tmp_path):
     run_dir, _ = trained_run
-    summary = api.explain(
+    summary = api.gradcam(
         [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", *DATA_ARGS], output_dir=tmp_path
     )
     maps = summary["maps"]
@@ -73,11 +73,18 @@ def test_overlay_lines_up_with_the_image(rows, cols):
 
 
 def test_layer_choice_and_examples():
-    assert choose_layer(resnet18(stem="cifar", width=4), "auto", 28)[0] == "layer4"  # 28 -> 4x4
-    assert choose_layer(resnet18(stem="imagenet", width=4), "auto", 28)[0] == "layer2"  # 7 -> 4x4
-    assert choose_layer(resnet18(width=4), "layer3", 28)[0] == "layer3"
-    with pytest.raises(ConfigError, match="explain.target_layer='fc'"):
-        choose_layer(resnet18(width=4), "fc", 28)
+    assert choose_layer(resnet18(9, stem="cifar", width=4), "auto", 28)[0] == "layer4"  # 28 -> 4x4
+    assert (
+        choose_layer(resnet18(9, stem="imagenet", width=4), "auto", 28)[0] == "layer2"
+    )  # 7 -> 4x4
+    assert choose_layer(resnet18(9, width=4), "layer3", 28)[0] == "layer3"
+    with pytest.raises(ConfigError, match="gradcam.target_layer='fc'"):
+        choose_layer(resnet18(9, width=4), "fc", 28)
     labels = np.array([0, 0, 0, 1, 1, 2])
     pred = np.array([0, 1, 0, 1, 0, 2])
-    assert pick_examples(labels, pred, correct=1, wrong=1) == [0, 1, 3, 4, 5]
+    picked = pick_examples(labels, pred, correct=1, wrong=1, num_classes=3)
+    assert picked == [(0, 0), (1, 0), (3, 1), (4, 1), (5, 2)]
+    # multi-label: per label, images that carry it, found then missed
+    labels = np.array([[1, 0], [1, 1], [0, 1]])
+    pred = np.array([[0, 0], [1, 1], [0, 0]])
+    assert pick_examples(labels, pred, 1, 1, num_classes=2) == [(1, 0), (0, 0), (1, 1), (2, 1)]

@@ -74,7 +74,7 @@ def test_best_checkpoint_holds_the_config_and_balanced_alpha(trained_run):
     alpha = ckpt["state_dict"]["criterion.weight"]
     assert not torch.equal(alpha, torch.ones(9))  # resolved from the train split's class counts
     assert (
-        len(ckpt["PathMNISTDataModule"]["mean"]) == 3
+        len(ckpt["MedMNISTDataModule"]["mean"]) == 3
     )  # normalisation stats travel with the weights
 
 

@@ -37,7 +37,9 @@ def test_view_counts_and_identity_first(name, count):
 def test_none_equals_plain_inference():
     net, x = small_net(), torch.rand(6, 3, 12, 12)
     plain = net(x).softmax(-1)
-    assert torch.allclose(TestTimeAugmentation("none")(lambda v: net(v).softmax(-1), x), plain, atol=1e-6)
+    assert torch.allclose(
+        TestTimeAugmentation("none")(lambda v: net(v).softmax(-1), x), plain, atol=1e-6
+    )
 
 
 def test_probabilities_are_the_mean_of_view_softmaxes():
@@ -63,12 +65,16 @@ def test_chunked_views_give_the_same_answer():
 
 def test_d4_on_an_invariant_model_changes_nothing():
     net, x = invariant_net(), torch.rand(8, 3, 28, 28)
-    assert torch.allclose(TestTimeAugmentation("d4")(lambda v: net(v).softmax(-1), x), net(x).softmax(-1), atol=1e-6)
+    assert torch.allclose(
+        TestTimeAugmentation("d4")(lambda v: net(v).softmax(-1), x), net(x).softmax(-1), atol=1e-6
+    )
 
 
 def test_d4_matters_for_an_oriented_model():
     net, x = small_net(), torch.rand(8, 3, 12, 12)
-    assert not torch.allclose(TestTimeAugmentation("d4")(lambda v: net(v).softmax(-1), x), net(x).softmax(-1), atol=1e-4)
+    assert not torch.allclose(
+        TestTimeAugmentation("d4")(lambda v: net(v).softmax(-1), x), net(x).softmax(-1), atol=1e-4
+    )
 
 
 def test_unknown_view_set():

@@ -153,7 +153,9 @@ class DatasetInfo:
         if flag in INFO and flag in MEDMNIST_2D:
             entry = INFO[flag]
             long = tuple(entry["label"][str(i)] for i in range(len(entry["label"])))
-            short = PATHMNIST_SHORT if flag == "pathmnist" else _unique([short_name(n) for n in long])
+            short = (
+                PATHMNIST_SHORT if flag == "pathmnist" else _unique([short_name(n) for n in long])
+            )
             info = cls(
                 flag=flag,
                 size=size,
@@ -174,10 +176,16 @@ class DatasetInfo:
                         f"Drop the data.{key} override, or use another data.flag for your own file."
                     )
             return info
-        missing = [k for k, v in (("task", task), ("num_classes", num_classes), ("channels", channels)) if v is None]
+        missing = [
+            k
+            for k, v in (("task", task), ("num_classes", num_classes), ("channels", channels))
+            if v is None
+        ]
         if missing:
             medmnist_info(flag)  # raises the error that lists the known flags
-        names = tuple(class_names) if class_names else tuple(f"class{i}" for i in range(num_classes))
+        names = (
+            tuple(class_names) if class_names else tuple(f"class{i}" for i in range(num_classes))
+        )
         if len(names) != num_classes:
             raise DataError(
                 f"data.class_names has {len(names)} names but data.num_classes={num_classes}."
@@ -193,4 +201,3 @@ def info_field(flag: str, key: str) -> Any:
     if key == "channels":
         return entry["n_channels"]
     return entry[key]
-

@@ -49,7 +49,12 @@ def test_size_64_file(tmp_path):
         tmp_path / "pathmnist_64.npz", **random_arrays({"train": 9, "val": 9, "test": 9}, size=64)
     )
     assert ensure_npz(tmp_path, size=64, download=False) == path
-    assert load_npz(path, DatasetInfo.create("pathmnist", 64))["train"].images.shape == (9, 64, 64, 3)
+    assert load_npz(path, DatasetInfo.create("pathmnist", 64))["train"].images.shape == (
+        9,
+        64,
+        64,
+        3,
+    )
 
 
 @pytest.mark.parametrize(
