@@ -7,36 +7,22 @@ summary = api.train(["data=synthetic", "experiment=demo"], output_dir="runs/demo
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
-
-from pathlab.config import CONF_DIR
+from pathlab.config import compose_config
 from pathlab.data.npz import resplit_npz
 
-
-def compose_config(
-    config_name: str = "train", overrides: Sequence[str] = (), output_dir: str | Path | None = None
-) -> DictConfig:
-    """The config `python -m pathlab.<config_name> overrides...` would run, writing into output_dir."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name=config_name):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    output_dir = Path(
-        output_dir or Path("outputs") / config_name / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    ).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)  # resolves ${hydra:...} as in a command-line run
-    return cfg
+__all__ = [
+    "compose_config",
+    "demo_data",
+    "evaluate",
+    "explore",
+    "gradcam",
+    "real_sample_path",
+    "train",
+]
 
 
 def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:

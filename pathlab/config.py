@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pathlab.data.info import info_field
 
@@ -80,3 +82,25 @@ OmegaConf.register_new_resolver("pathlab.medmnist", info_field, replace=True)
 OmegaConf.register_new_resolver(
     "pathlab.by_flag", lambda flag, table, default: table.get(flag, default), replace=True
 )
+
+
+def compose_config(
+    config_name: str = "train", overrides: Sequence[str] = (), output_dir: str | Path | None = None
+) -> DictConfig:
+    """The config `python -m pathlab.<config_name> overrides...` would run, writing into output_dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name=config_name):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    output_dir = Path(
+        output_dir or Path("outputs") / config_name / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    ).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)  # resolves ${hydra:...} as in a command-line run
+    return cfg

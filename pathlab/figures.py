@@ -12,8 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from pathlab.metrics import ECE_BINS
 from pathlab.fileio import atomic_write_bytes
+from pathlab.metrics import ECE_BINS
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:

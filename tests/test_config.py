@@ -12,8 +12,8 @@ import torch
 from hydra.utils import instantiate
 
 from pathlab.config import CONF_DIR
-from pathlab.errors import find_pathlab_error
 from pathlab.data import BatchAugment, PathMNISTDataModule
+from pathlab.errors import find_pathlab_error
 from pathlab.train import build_model
 
 GROUPS = [

@@ -19,13 +19,13 @@ from sklearn.metrics import (
 )
 
 from pathlab.data.info import DatasetInfo
+from pathlab.metrics import classification_report as _report
 from pathlab.metrics import (
     correct_count,
     expected_calibration_error,
     headline_metrics,
     logged_scalars,
 )
-from pathlab.metrics import classification_report as _report
 from tests.conftest import EXPECTED_CLASSES
 
 TASK = "multi-class"

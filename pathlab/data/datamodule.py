@@ -8,9 +8,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
-
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
 
 from pathlab.data.augment import BatchAugment, Normalize, to_float_nchw
 from pathlab.data.info import DatasetInfo
@@ -247,14 +246,17 @@ class MedMNISTDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_split, shuffle=False)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def transform_batch(self, batch: Any, train: bool) -> Any:
         """uint8 NHWC on the device -> augmented (training only), normalised float NCHW."""
         images, labels = batch
         x = to_float_nchw(images)
-        trainer = getattr(self, "trainer", None)
-        if self.augment is not None and trainer is not None and trainer.training:
+        if train and self.augment is not None:
             x = self.augment(x)
         return self.normalize(x), labels
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        return self.transform_batch(batch, train=trainer is not None and trainer.training)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the normalisation and the data set's identity."""

@@ -14,10 +14,10 @@ import torch
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import cached_channel_stats, channel_stats, load_npz
 from pathlab.data.sources import ensure_npz, npz_filename
-
-PATH = DatasetInfo.create("pathmnist")
 from pathlab.errors import DataError
 from tests.conftest import random_arrays, write_npz
+
+PATH = DatasetInfo.create("pathmnist")
 
 UNREACHABLE = "http://127.0.0.1:9/pathmnist.npz"  # port 9 (discard): refused at once, offline-safe
 
