@@ -1,0 +1,147 @@
+"""A trained model for use outside training: normalisation embedded, probabilities out; batched
+prediction of uint8 images; ONNX and TorchScript files with a JSON sidecar.
+
+The deployed network takes NCHW images with the model's channel count, uint8 (0..255) or
+float32 in [0, 1], and returns class probabilities (softmax; a sigmoid per label for a
+multi-label set). The same tensor pipeline serves `pathlab.predict` and the exported files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pathlab.checkpoint import TrainedModel
+from pathlab.data.augment import Normalize
+from pathlab.errors import ConfigError
+from pathlab.fileio import atomic_write, atomic_write_text
+from pathlab.metrics import probabilities
+from pathlab.tta import TestTimeAugmentation
+
+INPUT_DTYPES = ("uint8", "float32")
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+class DeployedClassifier(nn.Module):
+    """images (N, C, H, W) uint8 or float in [0, 1] -> probabilities (N, classes)."""
+
+    def __init__(self, trained: TrainedModel, input_dtype: str = "uint8"):
+        super().__init__()
+        if trained.mean is None:
+            raise ConfigError(
+                f"ckpt_path={trained.path} holds no normalisation statistics (written by an old "
+                "pathlab); train it again to use it outside pathlab."
+            )
+        if input_dtype not in INPUT_DTYPES:
+            raise ConfigError(f"input_dtype={input_dtype!r} is unknown; use uint8 or float32.")
+        self.net = trained.net.eval()
+        self.normalize = Normalize(trained.mean, trained.std)
+        self.scale = 255.0 if input_dtype == "uint8" else 1.0
+        self.multi_label = trained.info.multi_label
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images.float() / self.scale)
+        return probabilities(self.net(x), self.multi_label)
+
+
+def predict_probs(
+    trained: TrainedModel,
+    images: np.ndarray,
+    views: str = "none",
+    batch_size: int = 512,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Probabilities (N, classes) of uint8 images (N, H, W, C): batched, TTA-averaged."""
+    model = DeployedClassifier(trained, "float32")
+    tta = TestTimeAugmentation(views)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start : start + batch_size])
+            x = batch.permute(0, 3, 1, 2).float().div_(255.0)  # D4 commutes with normalisation
+            out.append(tta(model, x))
+            if on_batch:
+                on_batch(len(batch))
+    classes = trained.info.num_classes
+    return torch.cat(out).numpy() if out else np.zeros((0, classes), np.float32)
+
+
+def sidecar(trained: TrainedModel, input_dtype: str, file: str) -> dict[str, Any]:
+    """What a user of the exported file needs to know, as JSON beside it."""
+    info = trained.info
+    return {
+        "file": file,
+        "dataset": info.flag,
+        "task": info.task,
+        "class_names": list(info.class_names),
+        "long_names": list(info.long_names),
+        "input": {
+            "layout": "NCHW",
+            "channels": info.channels,
+            "size": info.size,
+            "dtype": input_dtype,
+            "range": "0..255" if input_dtype == "uint8" else "0..1",
+            "batch": "dynamic",
+        },
+        "normalisation": {"mean": trained.mean, "std": trained.std, "embedded": True},
+        "output": "sigmoid per label" if info.multi_label else "softmax over classes",
+        "symmetry": info.symmetry,
+        "checkpoint": str(trained.path),
+    }
+
+
+def example_input(trained: TrainedModel, input_dtype: str, n: int = 2) -> torch.Tensor:
+    info = trained.info
+    shape = (n, info.channels, info.size, info.size)
+    if input_dtype == "uint8":
+        return torch.randint(0, 256, shape, dtype=torch.uint8)
+    return torch.rand(shape)
+
+
+def export(trained: TrainedModel, fmt: str, path: Path, input_dtype: str = "uint8") -> Path:
+    """Write the deployed model as ONNX (dynamic batch axis) or TorchScript, atomically,
+    and its sidecar `<file>.json`."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r} is unknown; use onnx or torchscript.")
+    model = DeployedClassifier(trained, input_dtype).eval()
+    example = example_input(trained, input_dtype)
+
+    def write_onnx(tmp: Path) -> None:
+        batch = torch.export.Dim("batch", min=1)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            input_names=["images"],
+            output_names=["probabilities"],
+            dynamic_shapes=({0: batch},),
+            dynamo=True,
+            verbose=False,
+        )
+
+    def write_torchscript(tmp: Path) -> None:
+        with torch.no_grad():
+            torch.jit.save(torch.jit.trace(model, example), str(tmp))
+
+    atomic_write(path, write_onnx if fmt == "onnx" else write_torchscript)
+    meta = sidecar(trained, input_dtype, path.name)
+    atomic_write_text(path.with_suffix(path.suffix + ".json"), json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def run_exported(path: Path, fmt: str, images: torch.Tensor) -> np.ndarray:
+    """Probabilities from the exported file itself: onnxruntime on the CPU, or TorchScript."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"images": images.numpy()})[0]
+    module = torch.jit.load(str(path), map_location="cpu")
+    with torch.no_grad():
+        return module(images).numpy()

@@ -1,0 +1,146 @@
+"""Label new images: `python -m pathlab.predict ckpt_path=FILE input=PATH output=predictions.csv`.
+
+Input: a folder of images (recursive), one image, or an npz in the MedMNIST layout. Images are
+decoded once into one uint8 array and go through the training run's tensor pipeline in batches
+(normalisation from the checkpoint, optional TTA); files that cannot be read are listed in the
+CSV and in a warning, and the rest are labelled.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import Progress
+
+from pathlab.checkpoint import TrainedModel, load_trained_model
+from pathlab.cli import run_task
+from pathlab.config import CONF_DIR
+from pathlab.data.npz import load_npz
+from pathlab.deploy import predict_probs
+from pathlab.errors import DataError
+from pathlab.fileio import atomic_write_json, atomic_write_text
+from pathlab.images import DecodedImages, find_images, read_image_files
+from pathlab.metrics import predicted
+
+log = logging.getLogger("pathlab")
+
+
+def read_input(path: Path, trained: TrainedModel, split: str) -> DecodedImages:
+    info = trained.info
+    if not path.exists():
+        raise DataError(
+            f"input={path} does not exist; pass a folder of images, an image or an npz."
+        )
+    if path.suffix == ".npz":
+        images = load_npz(path, info, splits=(split,))[split].images.numpy()
+        return DecodedImages(images, [f"{split}[{i}]" for i in range(len(images))])
+    files = find_images(path)
+    if not files:
+        raise DataError(
+            f"input={path} holds no image (looked for .png .jpg .jpeg .tif .tiff .bmp, recursively)."
+        )
+    return read_image_files(files, info.size, info.channels, root=path)
+
+
+def predictions_csv(decoded: DecodedImages, probs: np.ndarray, trained: TrainedModel) -> str:
+    info = trained.info
+    names = info.class_names
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    prob_columns = [f"prob_{n}" for n in names]
+    if info.multi_label:
+        writer.writerow(["file", "labels", *prob_columns, "error"])
+        chosen = predicted(probs, True)
+        for name, p, row in zip(decoded.names, probs, chosen, strict=True):
+            labels = ";".join(n for n, on in zip(names, row, strict=True) if on)
+            writer.writerow([name, labels, *(f"{v:.6g}" for v in p), ""])
+        blank = [""] * (1 + len(names))
+    else:
+        writer.writerow(["file", "pred", "pred_name", "confidence", *prob_columns, "error"])
+        for name, p in zip(decoded.names, probs, strict=True):
+            c = int(p.argmax())
+            writer.writerow(
+                [name, names[c], info.long_names[c], f"{p[c]:.6g}", *(f"{v:.6g}" for v in p), ""]
+            )
+        blank = [""] * (3 + len(names))
+    for name, why in decoded.failed.items():
+        writer.writerow([name, *blank, why])
+    return buffer.getvalue()
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.paths.output_dir)
+    trained = load_trained_model(cfg.ckpt_path)
+    info = trained.info
+    views = info.symmetry if cfg.tta.views == "auto" else cfg.tta.views
+    started = time.perf_counter()
+    decoded = read_input(Path(cfg.input).expanduser(), trained, cfg.split)
+    decode_s = time.perf_counter() - started
+    if decoded.resized:
+        log.warning(
+            "%d of %d images were not %dx%d: centre-cropped to a square and resized (bicubic) "
+            "to the model's input size",
+            decoded.resized,
+            len(decoded.names),
+            info.size,
+            info.size,
+        )
+    if decoded.failed:
+        log.warning(
+            "%d file(s) could not be read and are listed with their error in the CSV: %s",
+            len(decoded.failed),
+            ", ".join(list(decoded.failed)[:5]),
+        )
+    started = time.perf_counter()
+    with Progress(transient=True, disable=len(decoded.images) < 5000) as progress:
+        task = progress.add_task("predicting", total=len(decoded.images))
+        probs = predict_probs(
+            trained,
+            decoded.images,
+            views,
+            cfg.batch_size,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    model_s = time.perf_counter() - started
+    output = Path(cfg.output).expanduser()
+    atomic_write_text(output, predictions_csv(decoded, probs, trained))
+    total = decode_s + model_s
+    summary = {
+        "checkpoint": str(cfg.ckpt_path),
+        "input": str(cfg.input),
+        "output": str(output),
+        "dataset": info.flag,
+        "tta": views,
+        "images": len(decoded.names),
+        "failed": decoded.failed,
+        "resized": decoded.resized,
+        "decode_s": round(decode_s, 4),
+        "model_s": round(model_s, 4),
+        "images_per_s": round(len(decoded.names) / total, 1) if total > 0 else None,
+        "decode_share": round(decode_s / total, 3) if total > 0 else None,
+    }
+    atomic_write_json(run_dir / "predict.json", summary)
+    Console().print(
+        f"{len(decoded.names)} images labelled ({len(decoded.failed)} unreadable) with {info.title} "
+        f"classes, TTA {views}: {output}\n"
+        f"{summary['images_per_s']} images/s; decoding {decode_s:.2f} s, model {model_s:.2f} s"
+    )
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    run_task(predict, cfg)
+
+
+if __name__ == "__main__":
+    main()
