@@ -1,142 +1,469 @@
 """Benchmarks (not tests): `python -m pathlab.bench` or `make bench`.
 
-Machines are noisy, so each number is the best of a few repeats and the report gives
-ratios measured in the same process: D4 test-time augmentation against plain inference
-(target: at most 8.5x for 8 views), and channels-last against contiguous training steps.
+Measures, in one process, training images/s of
+- limit: a raw PyTorch loop on pre-normalised tensors already on the device (same model,
+  batch, precision and memory format as pathlab): what the hardware allows;
+- pathlab: the real Trainer + DataModule + LightningModule path with the device's defaults
+  (`trainer=default`), steps timed by a callback after warm-up;
+- naive: the common tutorial pipeline (a medmnist-style per-sample PIL dataset, ToTensor +
+  Normalize, DataLoader(batch_size=128, shuffle=True), a plain fp32 loop, contiguous memory);
+and the data pipelines alone (images/s delivered, no model: pathlab doing the naive loader's
+work, normalisation, and also with its training augmentation), plain and D4-TTA inference, and
+peak memory. Machines are noisy, so the measurements are interleaved (A B C A B C ...) after
+a warm-up and each figure is the median of the repeats; ratios compare figures of one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import lightning as L
+import numpy as np
 import torch
-import torch.nn.functional as F
+from hydra.utils import instantiate
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
 
-from pathlab.data.info import DatasetInfo
+from pathlab.config import compose_config
+from pathlab.data.augment import to_float_nchw
 from pathlab.fileio import atomic_write_json
-from pathlab.models import resnet18
-from pathlab.module import PathClassifier
+from pathlab.hardware import default_precision, machine_info
+from pathlab.module import decay_groups
 from pathlab.tta import TestTimeAugmentation
 
-TTA_BUDGET = 8.5
+RATIO_KEYS = ("pathlab_vs_limit", "pathlab_vs_naive", "data_vs_naive", "tta_vs_plain")
+TARGETS = {  # issue 10's targets on a CPU: ratio >= target (tta_vs_plain: <=)
+    "pathlab_vs_limit": 0.95,
+    "pathlab_vs_naive": 3.5,
+    "data_vs_naive": 20.0,
+    "tta_vs_plain": 8.5,
+}
+FULL_SIZE = {"n_train": 89996, "n_val": 10004, "n_test": 7180}  # PathMNIST's official splits
 
 
-def best_time(fn: Callable[[], None], repeats: int) -> float:
-    fn()  # warm-up: oneDNN primitive creation, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+class PerSampleDataset(Dataset):
+    """The tutorial pipeline, written out: medmnist's Dataset.__getitem__ makes one PIL image per
+    sample and applies torchvision transforms to it (medmnist's own class asserts the official
+    split sizes, so it cannot read a subset or a synthetic file)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std):
+        from torchvision import transforms
+
+        self.images, self.labels = images, labels
+        self.transform = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize(mean, std)]
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image = self.images[i]
+        image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        return self.transform(image.convert("RGB") if image.mode != "L" else image), int(
+            self.labels[i]
+        )
 
 
-def tta_cost(stem: str, width: int, images: int, batch: int, repeats: int) -> dict[str, float]:
-    """Seconds for plain and D4 inference over `images` test images, and their ratio."""
-    model = PathClassifier(
-        resnet18(num_classes=9, stem=stem, width=width), DatasetInfo.create("pathmnist")
-    ).eval()  # the test step's forward: channels-last
-    model.net.to(memory_format=torch.channels_last)
-    data = torch.randn(images, 3, 28, 28)
+class StepTimer(L.Callback):
+    """Wall time of the training steps after `warmup` steps (synchronised on a GPU)."""
 
-    def run(tta: TestTimeAugmentation) -> Callable[[], None]:
-        def go() -> None:
-            with torch.no_grad():
-                for x in data.split(batch):
-                    tta(model.probs, x)
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.images = warmup, None, 0
+        self.seconds = 0.0
 
-        return go
+    def _sync(self, pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
 
-    plain = best_time(run(TestTimeAugmentation("none")), repeats)
-    d4 = best_time(run(TestTimeAugmentation("d4")), repeats)
-    return {"plain_s": plain, "d4_s": d4, "ratio": d4 / plain, "plain_img_per_s": images / plain}
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup:
+            self._sync(pl_module)
+            self.start = time.perf_counter()
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.start is not None:
+            self.images += len(batch[1])
 
-def _train_steps(net, x, y, steps: int) -> Callable[[], None]:
-    opt = torch.optim.AdamW(net.parameters())
-
-    def go() -> None:
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
-
-    return go
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._sync(pl_module)
+        self.seconds = time.perf_counter() - self.start
 
 
-def train_step_speed(
-    stem: str, width: int, batch: int, steps: int, repeats: int
-) -> dict[str, float]:
-    """Training images/s with and without channels-last memory format."""
-    out = {}
-    for layout in ("contiguous", "channels_last"):
-        net = resnet18(num_classes=9, stem=stem, width=width)
-        x, y = torch.randn(batch, 3, 28, 28), torch.randint(0, 9, (batch,))
-        if layout == "channels_last":
-            net, x = (
-                net.to(memory_format=torch.channels_last),
-                x.contiguous(memory_format=torch.channels_last),
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != "32-true")
+
+
+class Bench:
+    """Everything measured shares one config, one data file and one device."""
+
+    def __init__(self, overrides: list[str], steps: int, warmup: int, workdir: Path):
+        self.cfg = compose_config("train", overrides, workdir / "run")
+        self.steps, self.warmup, self.workdir = steps, warmup, workdir
+        self.datamodule = instantiate(self.cfg.data)
+        self.datamodule.prepare_data()
+        self.datamodule.setup()
+        self.info = self.datamodule.info
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = str(self.cfg.trainer.precision)
+        self.batch = self.datamodule.batch_size
+        self.channels_last = bool(self.cfg.get("channels_last", True))
+        train = self.datamodule.splits["train"]
+        self.train_images, self.train_labels = train.images, train.labels
+        self._naive: Dataset | None = None
+        self.naive_source = ""
+
+    def _net(self, channels_last: bool) -> torch.nn.Module:
+        net = instantiate(self.cfg.model).to(self.device)
+        return net.to(memory_format=torch.channels_last) if channels_last else net
+
+    def _optimizer(self, net):
+        return instantiate(self.cfg.optim)(decay_groups(net))
+
+    def _criterion(self):
+        return instantiate(self.cfg.loss).to(self.device)
+
+    # --- training ---------------------------------------------------------------------------
+    def limit(self) -> float:
+        """Raw loop: pre-normalised, augmented-free tensors already on the device."""
+        net, criterion = self._net(self.channels_last), self._criterion()
+        optimizer = self._optimizer(net)
+        n = self.batch * (self.warmup + self.steps)
+        index = torch.randint(0, len(self.train_labels), (n,))
+        x = self.datamodule.normalize(to_float_nchw(self.train_images[index])).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.train_labels[index].to(self.device)
+        batches = list(zip(x.split(self.batch), y.split(self.batch), strict=True))
+        start = 0.0
+        for i, (xb, yb) in enumerate(batches):
+            if i == self.warmup:
+                _sync(self.device)
+                start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(self.device, self.precision):
+                loss = criterion(net(xb), yb)
+            loss.backward()
+            optimizer.step()
+        _sync(self.device)
+        return self.batch * self.steps / (time.perf_counter() - start)
+
+    def pathlab(self) -> float:
+        """The real training path: Trainer + DataModule + LightningModule, default callbacks."""
+        from pathlab.train import build_model  # the entry point's own builder, not a copy
+
+        timer = StepTimer(self.warmup)
+        model = build_model(self.cfg, self.info)
+        trainer = instantiate(
+            self.cfg.trainer,
+            max_steps=self.warmup + self.steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+        )
+        trainer.fit(model, datamodule=self.datamodule)
+        return timer.images / timer.seconds
+
+    def _naive_dataset(self) -> Dataset:
+        """medmnist's own Dataset class where the file has the official split sizes (its
+        __len__ asserts them), else the same per-sample pipeline written out."""
+        dm = self.datamodule
+        official = self.info.split_sizes or {}
+        if len(self.train_labels) == official.get("train") and dm.limits["train"] is None:
+            import medmnist
+            from torchvision import transforms
+
+            dataset_class = getattr(medmnist, self.info.title.split(" ")[0])
+            transform = transforms.Compose(
+                [transforms.ToTensor(), transforms.Normalize(dm.mean, dm.std)]
             )
-        out[layout] = batch * steps / best_time(_train_steps(net, x, y, steps), repeats)
-    out["speedup"] = out["channels_last"] / out["contiguous"]
+            dataset = dataset_class(
+                split="train",
+                root=str(dm.npz_path.parent),
+                size=self.info.size,
+                transform=transform,
+                target_transform=lambda t: int(t[0]),
+            )
+            self.naive_source = f"medmnist.{dataset_class.__name__}"
+            return dataset
+        self.naive_source = "PerSampleDataset (medmnist's __getitem__, written out)"
+        return PerSampleDataset(
+            self.train_images.numpy(), self.train_labels.numpy(), dm.mean, dm.std
+        )
+
+    def _naive_loader(self) -> DataLoader:
+        if self._naive is None:
+            self._naive = self._naive_dataset()
+        return DataLoader(self._naive, batch_size=128, shuffle=True)
+
+    def naive(self) -> float:
+        """The tutorial loop: per-sample PIL data, fp32, contiguous memory."""
+        net, criterion = self._net(False), self._criterion()
+        optimizer = self._optimizer(net)
+        start, images = 0.0, 0
+        for i, (x, y) in enumerate(self._naive_loader()):
+            if i == self.warmup:
+                _sync(self.device)
+                start = time.perf_counter()
+            if i == self.warmup + self.steps:
+                break
+            x, y = x.to(self.device), y.to(self.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(net(x), y)
+            loss.backward()
+            optimizer.step()
+            images += len(y) if i >= self.warmup else 0
+        _sync(self.device)
+        return images / (time.perf_counter() - start)
+
+    # --- data alone -------------------------------------------------------------------------
+    def _drain(self, batches, transform: Callable, limit: int) -> float:
+        start, images = time.perf_counter(), 0
+        for i, batch in enumerate(batches):
+            if i == limit:
+                break
+            x, y = transform(batch)
+            images += len(y)
+        _sync(self.device)
+        return images / (time.perf_counter() - start)
+
+    def data_pathlab(self, augment: bool = False) -> float:
+        """Index batches -> device -> normalisation (the naive loader's work), or also the
+        training augmentation (augment=True)."""
+        dm = self.datamodule
+        loader = dm.train_dataloader()
+
+        def transform(batch):
+            on_device = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            return dm.transform_batch(on_device, train=augment)[:2]
+
+        return self._drain(loader, transform, 4 * self.steps)
+
+    def data_naive(self) -> float:
+        return self._drain(self._naive_loader(), lambda b: (b[0].to(self.device), b[1]), self.steps)
+
+    # --- inference --------------------------------------------------------------------------
+    def inference(self, views: str) -> float:
+        net = self._net(self.channels_last).eval()
+        tta = TestTimeAugmentation(views)
+        n = min(len(self.train_labels), 4 * self.batch)
+        x = self.datamodule.normalize(to_float_nchw(self.train_images[:n])).to(self.device)
+
+        def probs(v):
+            v = v.contiguous(memory_format=torch.channels_last) if self.channels_last else v
+            with _autocast(self.device, self.precision):
+                return net(v).float().softmax(-1)
+
+        with torch.no_grad():
+            tta(probs, x[: self.batch])  # warm-up
+            _sync(self.device)
+            start = time.perf_counter()
+            for xb in x.split(self.datamodule.eval_batch_size):
+                tta(probs, xb)
+            _sync(self.device)
+        return n / (time.perf_counter() - start)
+
+
+def interleaved(
+    measures: dict[str, Callable[[], float]], repeats: int
+) -> dict[str, dict[str, Any]]:
+    """A B C A B C ...: each measured `repeats` times in turn; median, min, max of images/s."""
+    runs: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(repeats):
+        for name, measure in measures.items():
+            runs[name].append(measure())
+    return {
+        name: {
+            "images_per_s": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+            "runs": values,
+        }
+        for name, values in runs.items()
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def memory_check(overrides: list[str], workdir: Path) -> dict[str, float]:
+    """Load the data set in a fresh process: its peak RSS over the baseline (imports and model)
+    against the uint8 arrays' size. A subprocess, because ru_maxrss only ever grows."""
+    script = f"""
+import json, resource, torch
+from hydra.utils import instantiate
+from pathlab.config import compose_config
+cfg = compose_config("train", {overrides!r}, {str(workdir / "mem")!r})
+dm = instantiate(cfg.data)
+dm.prepare_data()
+net = instantiate(cfg.model)
+model_mb = sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+dm.setup()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+arrays = sum(s.images.numel() + s.labels.numel() * s.labels.element_size() for s in dm.splits.values()) / 2**20
+print(json.dumps({{"arrays_mb": arrays, "model_mb": model_mb, "baseline_rss_mb": base, "peak_rss_mb": peak}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"memory check failed: {done.stderr[-2000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["load_mb"] = out["peak_rss_mb"] - out["baseline_rss_mb"]
+    out["load_vs_arrays"] = out["load_mb"] / out["arrays_mb"]
+    out["within_1_6x"] = out["load_mb"] <= 1.6 * out["arrays_mb"] + out["model_mb"]
     return out
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    rate = {k: v["images_per_s"] for k, v in results.items()}
+    return {
+        "pathlab_vs_limit": rate["pathlab"] / rate["limit"],
+        "pathlab_vs_naive": rate["pathlab"] / rate["naive"],
+        "data_vs_naive": rate["data_pathlab"] / rate["data_naive"],
+        "tta_vs_plain": rate["inference_plain"] / rate["inference_d4"],
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    console = Console()
+    table = Table(
+        title=f"pathlab bench: {m['gpu'] or m['cpu']} ({m['torch_threads']} threads), "
+        f"{report['model']}, batch {report['batch']}, precision {report['precision']}"
+    )
+    for column in ("measure", "images/s (median)", "min", "max"):
+        table.add_column(column, justify="right" if column != "measure" else "left")
+    for name, r in report["results"].items():
+        table.add_row(name, f"{r['images_per_s']:.1f}", f"{r['min']:.1f}", f"{r['max']:.1f}")
+    console.print(table)
+    checks = Table(title="ratios (one run) and targets")
+    for column in ("ratio", "value", "target", "met"):
+        checks.add_column(column, justify="right" if column != "ratio" else "left")
+    for key in RATIO_KEYS:
+        value, target = report["ratios"][key], TARGETS[key]
+        met = value <= target if key == "tta_vs_plain" else value >= target
+        sign = "<=" if key == "tta_vs_plain" else ">="
+        checks.add_row(key, f"{value:.2f}x", f"{sign} {target}x", "yes" if met else "NO")
+    console.print(checks)
+    if report.get("memory"):
+        mem = report["memory"]
+        console.print(
+            f"memory: loading {mem['arrays_mb']:.0f} MB of uint8 arrays raised peak RSS by "
+            f"{mem['load_mb']:.0f} MB ({mem['load_vs_arrays']:.2f}x; target <= 1.6x + model "
+            f"{mem['model_mb']:.0f} MB: {'met' if mem['within_1_6x'] else 'NOT met'})"
+        )
+    console.print(f"peak RSS of the bench process: {report['peak_rss_mb']:.0f} MB")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pathlab.bench", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--stems", default="imagenet,cifar")
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--images", type=int, default=512, help="test images for the TTA benchmark")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--train-steps", type=int, default=3)
-    parser.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "overrides", nargs="*", help="train config overrides (model.stem=imagenet, data.root=...)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=12, help="timed training steps per measurement"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps before each measurement"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds (median over them)"
+    )
+    parser.add_argument(
+        "--full-size",
+        action="store_true",
+        help="synthetic data of PathMNIST's full size (107,180 images) and the memory check",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few steps of a tiny model (the test suite's check)"
+    )
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    results = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
-        "runs": [],
+    overrides = list(args.overrides)
+    if not any(o.startswith("data=") or o.startswith("data.root=") for o in overrides):
+        overrides.insert(0, "data=synthetic")
+    if args.full_size:
+        overrides += [f"data.synthetic.{k}={v}" for k, v in FULL_SIZE.items()]
+    if args.smoke:
+        overrides += [
+            "data.synthetic.n_train=512",
+            "data.synthetic.n_val=64",
+            "data.synthetic.n_test=64",
+        ]
+        overrides += ["model.stem=imagenet", "model.width=8", "data.batch_size=32"]
+        args.steps, args.warmup, args.repeats = 2, 1, 1
+    with tempfile.TemporaryDirectory(prefix="pathlab-bench-") as tmp:
+        bench = Bench(overrides, args.steps, args.warmup, Path(tmp))
+        measures = {
+            "limit": bench.limit,
+            "pathlab": bench.pathlab,
+            "naive": bench.naive,
+            "data_pathlab": bench.data_pathlab,
+            "data_pathlab_augmented": lambda: bench.data_pathlab(augment=True),
+            "data_naive": bench.data_naive,
+            "inference_plain": lambda: bench.inference("none"),
+            "inference_d4": lambda: bench.inference("d4"),
+        }
+        for measure in measures.values():  # warm-up round: oneDNN primitives, allocator, caches
+            measure() if not args.smoke else None
+        results = interleaved(measures, args.repeats)
+        memory = memory_check(overrides, Path(tmp)) if args.full_size or args.smoke else None
+    report = {
+        "machine": machine_info(),
+        "device": str(bench.device),
+        "model": f"resnet18 stem={bench.cfg.model.stem} width={bench.cfg.model.width}",
+        "data": f"{bench.info.flag} {bench.info.size}px, train {len(bench.train_labels)} images",
+        "batch": bench.batch,
+        "naive_dataset": bench.naive_source,
+        "precision": bench.precision,
+        "default_precision": default_precision(str(bench.cfg.trainer.accelerator)),
+        "channels_last": bench.channels_last,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "overrides": overrides,
+        "results": results,
+        "ratios": ratios(results),
+        "targets": TARGETS,
+        "memory": memory,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available()
+        else None,
     }
-    table = Table(title=f"pathlab bench (CPU, {torch.get_num_threads()} threads)")
-    for column in (
-        "stem",
-        "plain img/s",
-        "D4 / plain",
-        f"<= {TTA_BUDGET}x",
-        "train img/s",
-        "channels-last speed-up",
-    ):
-        table.add_column(column, justify="right")
-    ok = True
-    for stem in args.stems.split(","):
-        tta = tta_cost(stem, args.width, args.images, args.batch, args.repeats)
-        train = train_step_speed(
-            stem, args.width, min(args.batch, 128), args.train_steps, max(1, args.repeats - 1)
-        )
-        within = tta["ratio"] <= TTA_BUDGET
-        ok &= within
-        results["runs"].append({"stem": stem, "width": args.width, "tta": tta, "train": train})
-        table.add_row(
-            stem,
-            f"{tta['plain_img_per_s']:.0f}",
-            f"{tta['ratio']:.2f}x",
-            "yes" if within else "NO",
-            f"{train['channels_last']:.0f}",
-            f"{train['speedup']:.2f}x",
-        )
-    Console().print(table)
+    print_table(report)
     if args.out:
-        atomic_write_json(args.out, results)
-    return 0 if ok else 1
+        atomic_write_json(args.out, report)
+        print(f"results written to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pathlab.data.info import info_field
+from pathlab.hardware import default_precision
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -77,6 +78,8 @@ def job_dirname(num: int, overrides: str, max_length: int = 80) -> str:
 
 OmegaConf.register_new_resolver("pathlab.job_dirname", job_dirname, replace=True)
 OmegaConf.register_new_resolver("pathlab.medmnist", info_field, replace=True)
+# `${pathlab.precision:${.accelerator}}`: bf16-mixed where the hardware does bf16 natively
+OmegaConf.register_new_resolver("pathlab.precision", default_precision, replace=True)
 # `${pathlab.by_flag:${data.flag},{pathmnist: d4, ...},none}`: a per-data-set value from a table
 # written in the config itself, with a default for flags not in it.
 OmegaConf.register_new_resolver(

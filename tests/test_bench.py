@@ -1,0 +1,96 @@
+"""The benchmark's smoke mode writes every field; the data pipeline's epoch is an exact walk of
+the split; bf16 and channels-last predict what fp32 predicts, within a stated tolerance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from pathlab.bench import RATIO_KEYS
+from pathlab.data import MedMNISTDataModule
+from pathlab.hardware import cpu_has_native_bf16, default_precision
+from pathlab.models import resnet18
+from tests.conftest import run_cli
+
+# bf16 keeps 8 bits of mantissa: a ResNet-18's probabilities move by about 1e-2 (measured max
+# 0.01-0.02 here); the predicted class rarely changes. channels-last is the same arithmetic in
+# another order: float32 round-off only.
+BF16_PROB_TOLERANCE = 0.05
+CHANNELS_LAST_TOLERANCE = 1e-4
+
+
+def test_smoke_bench_writes_every_field(tmp_path, cache_dir):
+    out = tmp_path / "bench.json"
+    done = run_cli("pathlab.bench", "--smoke", "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["ratios"]) == set(RATIO_KEYS)
+    assert all(value > 0 for value in report["ratios"].values())
+    for name in (
+        "limit",
+        "pathlab",
+        "naive",
+        "data_pathlab",
+        "data_naive",
+        "inference_plain",
+        "inference_d4",
+    ):
+        result = report["results"][name]
+        assert result["min"] <= result["images_per_s"] <= result["max"] and result["min"] > 0
+    machine = report["machine"]
+    for key in ("cpu", "cpu_cores", "cpu_flags", "cpu_native_bf16", "torch", "torch_threads", "gpu"):
+        assert key in machine
+    assert report["precision"] == default_precision("auto")
+    memory = report["memory"]
+    assert memory["arrays_mb"] > 0 and memory["peak_rss_mb"] >= memory["baseline_rss_mb"]
+    assert report["peak_rss_mb"] > 0
+    assert "pathlab_vs_limit" in done.stdout and "images/s" in done.stdout
+
+
+def _digest(image: torch.Tensor) -> str:
+    return hashlib.sha1(image.numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("batch_size", [64, 100])
+def test_an_epoch_is_a_plain_walk_of_the_split(synthetic_root, batch_size):
+    """Every image once per epoch, none twice; only the documented drop_last remainder is left
+    out (a last training batch of 1 would break BatchNorm)."""
+    dm = MedMNISTDataModule(root=str(synthetic_root), download=False, batch_size=batch_size)
+    dm.setup()
+    split = dm.splits["train"]
+    walk = sorted(_digest(img) for img in split.images)
+    seen = [_digest(img) for images, _ in dm.train_dataloader() for img in images]
+    assert len(seen) == len(walk) - len(walk) % batch_size
+    assert len(set(seen)) == len(seen)  # no duplicate
+    assert set(seen) <= set(walk)
+    evaluated = sorted(_digest(img) for images, _ in dm.val_dataloader() for img in images)
+    assert evaluated == sorted(_digest(img) for img in dm.splits["val"].images)  # all, in full
+
+
+def test_bf16_and_channels_last_predict_what_fp32_predicts():
+    torch.manual_seed(0)
+    net = resnet18(9, stem="cifar", width=16).eval()
+    x = torch.randn(64, 3, 28, 28)
+    with torch.no_grad():
+        reference = net(x).softmax(-1)
+        last = net.to(memory_format=torch.channels_last)(
+            x.contiguous(memory_format=torch.channels_last)
+        ).softmax(-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = net(x.contiguous(memory_format=torch.channels_last)).float().softmax(-1)
+    assert (last - reference).abs().max() < CHANNELS_LAST_TOLERANCE
+    assert (bf16 - reference).abs().max() < BF16_PROB_TOLERANCE
+    assert (bf16.argmax(1) == reference.argmax(1)).float().mean() >= 0.9
+
+
+def test_default_precision_follows_the_hardware(monkeypatch):
+    import pathlab.hardware as hw
+
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert hw.default_precision("cpu") == "bf16-mixed"
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert hw.default_precision("cpu") == "32-true"  # AVX512 without BF16: emulated, slower
+    assert isinstance(cpu_has_native_bf16(), bool)
