@@ -312,18 +312,23 @@ def peak_rss_mb() -> float:
 def memory_check(overrides: list[str], workdir: Path) -> dict[str, float]:
     """Load the data set in a fresh process: its peak RSS over the baseline (imports and model)
     against the uint8 arrays' size. A subprocess, because ru_maxrss only ever grows."""
+    # VmHWM: this process's own high-water mark (ru_maxrss would carry the parent's over exec).
     script = f"""
-import json, resource, torch
+import json, torch
 from hydra.utils import instantiate
 from pathlab.config import compose_config
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 cfg = compose_config("train", {overrides!r}, {str(workdir / "mem")!r})
 dm = instantiate(cfg.data)
 dm.prepare_data()
 net = instantiate(cfg.model)
 model_mb = sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = hwm()
 dm.setup()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = hwm()
 arrays = sum(s.images.numel() + s.labels.numel() * s.labels.element_size() for s in dm.splits.values()) / 2**20
 print(json.dumps({{"arrays_mb": arrays, "model_mb": model_mb, "baseline_rss_mb": base, "peak_rss_mb": peak}}))
 """

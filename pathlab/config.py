@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pathlab.data.info import info_field
-from pathlab.hardware import default_precision
+from pathlab.hardware import default_precision, uses_gpu
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -80,6 +80,16 @@ OmegaConf.register_new_resolver("pathlab.job_dirname", job_dirname, replace=True
 OmegaConf.register_new_resolver("pathlab.medmnist", info_field, replace=True)
 # `${pathlab.precision:${.accelerator}}`: bf16-mixed where the hardware does bf16 natively
 OmegaConf.register_new_resolver("pathlab.precision", default_precision, replace=True)
+OmegaConf.register_new_resolver("pathlab.on_gpu", uses_gpu, replace=True)
+# `${pathlab.metric_mode:${optimized_metric}}`: min for a loss, max for acc, auc, f1
+OmegaConf.register_new_resolver(
+    "pathlab.metric_mode", lambda m: "min" if str(m).endswith("loss") else "max", replace=True
+)
+OmegaConf.register_new_resolver(
+    "pathlab.direction",
+    lambda m: "minimize" if str(m).endswith("loss") else "maximize",
+    replace=True,
+)
 # `${pathlab.by_flag:${data.flag},{pathmnist: d4, ...},none}`: a per-data-set value from a table
 # written in the config itself, with a default for flags not in it.
 OmegaConf.register_new_resolver(

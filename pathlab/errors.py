@@ -27,6 +27,10 @@ class TrainingDiverged(PathlabError):
     """The optimised metric is NaN: a sweeper records the trial as failed."""
 
 
+class TrainingInterrupted(PathlabError):
+    """SIGTERM or Ctrl-C stopped training; checkpoints and the resume command are written."""
+
+
 def find_pathlab_error(exc: BaseException | None) -> PathlabError | None:
     """The PathlabError behind `exc`, following Hydra's InstantiationException chain."""
     seen = set()

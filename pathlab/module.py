@@ -12,9 +12,12 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 
 from pathlab.data.info import DatasetInfo
+from pathlab.errors import TrainingDiverged
 from pathlab.metrics import correct_count, headline_metrics, probabilities
 from pathlab.predictions import Predictions
 from pathlab.tta import TestTimeAugmentation
+
+NAN_CHECK_EVERY = 50
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -44,6 +47,8 @@ class PathClassifier(L.LightningModule):
     channels_last: channels-last memory format, faster convolutions on GPUs and on CPUs
     with oneDNN (measured: 1.2-1.5x for a ResNet-18 training step on this 2-core CPU).
     compile: wrap the network in torch.compile (GPU runs; slow to start on a CPU).
+    seed: the augmentation of epoch e draws from a generator seeded by (seed, e, rank), so a run
+    resumed at an epoch boundary continues exactly as one that never stopped.
     """
 
     def __init__(
@@ -56,8 +61,10 @@ class PathClassifier(L.LightningModule):
         tta: TestTimeAugmentation | None = None,
         channels_last: bool = True,
         compile: bool = False,
+        seed: int = 0,
     ):
         super().__init__()
+        self.seed = seed
         self.net, self.criterion, self.info = net, criterion, info
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last, self.compile_net = channels_last, compile
@@ -71,6 +78,9 @@ class PathClassifier(L.LightningModule):
 
     # --- set-up -----------------------------------------------------------------------------
     def configure_model(self) -> None:
+        # Before the strategy wraps the network (DDP's gradient buckets follow its strides).
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
         # The compiled wrapper is kept outside the module tree, so checkpoints keep plain
         # `net.*` keys and load with or without compile.
         if self.compile_net and "_compiled_net" not in self.__dict__:
@@ -86,10 +96,6 @@ class PathClassifier(L.LightningModule):
             self.criterion.set_class_counts(
                 datamodule.class_counts, len(datamodule.splits["train"])
             )
-
-    def on_fit_start(self) -> None:
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(decay_groups(self.net))
@@ -113,14 +119,28 @@ class PathClassifier(L.LightningModule):
         """Class probabilities (softmax, or a sigmoid per label) in float32."""
         return probabilities(self(x), self.info.multi_label)
 
+    def on_train_epoch_start(self) -> None:
+        """Shuffling and augmentation of this epoch from (seed, epoch), not from a global state
+        that a restart resets: a run resumed at an epoch boundary continues exactly."""
+        torch.manual_seed(self.seed * 1_000_003 + self.current_epoch * 1_009 + self.global_rank)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self(x)
         loss = self.criterion(logits, y)
         # train/acc: ACC's definition (pathlab.metrics) summed on the device, no host sync
         self.train_correct.update(correct_count(logits, y, self.info.multi_label))
         self.train_seen.update(y.numel())
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # A NaN loss stops the run where it happens; checked every NAN_CHECK_EVERY steps on a
+        # GPU (each check waits for the device), every step on a CPU (free there).
+        every = 1 if loss.device.type == "cpu" else NAN_CHECK_EVERY
+        if batch_idx % every == 0 and not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss is {float(loss)} at epoch {self.current_epoch}, step "
+                f"{self.global_step}: training diverged. Lower optim.lr or set "
+                "trainer.gradient_clip_val=1.0; checkpoints/interrupted.ckpt holds this state."
+            )
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -129,20 +149,27 @@ class PathClassifier(L.LightningModule):
         self.train_seen.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
+        x, y, index = batch
         logits = self(x).float()
+        self._val_batches.append((probabilities(logits, self.info.multi_label), y, index))
         self.val_loss.update(self.criterion(logits, y), weight=len(y))
-        self._val_batches.append((probabilities(logits, self.info.multi_label), y))
 
-    def _gather(self, batches: list[tuple[torch.Tensor, ...]], index: int):
-        local = torch.cat([batch[index] for batch in batches])
+    def _gathered(self, batches: list[tuple[torch.Tensor, ...]]) -> list:
+        """Each column of the batches over all processes, every image once, in split order.
+
+        Under DDP the DistributedSampler pads a split with repeated images so that every
+        process gets as many; gathering the indices drops the repeats (the same predictions).
+        """
+        columns = [torch.cat([batch[i] for batch in batches]) for i in range(len(batches[0]))]
         if self.trainer.world_size > 1:
-            local = self.all_gather(local).flatten(0, 1)
-        return local.cpu().numpy()
+            columns = [self.all_gather(c).flatten(0, 1) for c in columns]
+        columns = [c.cpu().numpy() for c in columns]
+        _, first = np.unique(columns[-1], return_index=True)  # sorted by index, repeats dropped
+        return [c[first] for c in columns]
 
     def on_validation_epoch_end(self) -> None:
         """The split's metrics at once, by the same definitions as the test report."""
-        probs, labels = self._gather(self._val_batches, 0), self._gather(self._val_batches, 1)
+        probs, labels, _ = self._gathered(self._val_batches)
         self._val_batches = []
         loss = self.val_loss.compute()
         self.val_loss.reset()
@@ -160,19 +187,20 @@ class PathClassifier(L.LightningModule):
         self._test_batches = []
 
     def test_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
+        x, y, index = batch
         views = self.tta.view_probs(self.probs, x)  # (V, N, C); view 0 is the identity
-        self._test_batches.append((views.mean(0), views[0], y))
+        self._test_batches.append((views.mean(0), views[0], y, index))
 
     def on_test_epoch_end(self) -> None:
         """One Predictions record of the whole split (every rank sees the same, gathered)."""
         datamodule = getattr(self.trainer, "datamodule", None)
+        probs, plain, labels, _ = self._gathered(self._test_batches)
         self.predictions = Predictions(
             info=self.info,
             split=getattr(datamodule, "test_split", "test"),
-            labels=self._gather(self._test_batches, 2),
-            probs=self._gather(self._test_batches, 0),
-            probs_no_tta=self._gather(self._test_batches, 1),
+            labels=labels,
+            probs=probs,
+            probs_no_tta=plain,
             tta=self.tta.name,
             views=len(self.tta),
         )

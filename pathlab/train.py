@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from pathlab.cli import instantiate_all, run_task
 from pathlab.config import CONF_DIR
 from pathlab.data.info import DatasetInfo
-from pathlab.errors import ConfigError, TrainingDiverged
+from pathlab.data.sources import md5sum
+from pathlab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from pathlab.hardware import git_commit, software_versions
 from pathlab.module import PathClassifier
 from pathlab.publish import publish_run
 
@@ -38,17 +40,129 @@ def build_model(cfg: DictConfig, info: DatasetInfo) -> PathClassifier:
         tta=instantiate(cfg.tta) if cfg.get("tta") else None,
         channels_last=cfg.get("channels_last", True),
         compile=cfg.get("compile", False),
+        seed=cfg.seed,
     )
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
-    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    """The callback that keeps best.ckpt (the first ModelCheckpoint that monitors a metric)."""
+    return next(
+        (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
+    )
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
+
+
+def _overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`ckpt_path=last`: this run dir's checkpoints/last.ckpt; any other path must be a file."""
+    if not ckpt_path:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = (
+            f"there is no last.ckpt in {run_dir}/checkpoints; pass hydra.run.dir=<the run dir to continue>"
+            if ckpt_path == "last"
+            else f"ckpt_path={ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt"
+        )
+        raise ConfigError(hint + " (or ckpt_path=last with hydra.run.dir=<run dir>).")
+    return str(path)
+
+
+def _interrupted(cfg, trainer: L.Trainer, model, run_dir: Path, started: float) -> None:
+    """Stopped by SIGTERM (a scheduler's pre-emption) or Ctrl-C: the epoch-end last.ckpt (an
+    exact resume point) and interrupted.ckpt (this moment) are on disk; say how to go on."""
+    last = _existing(run_dir / "checkpoints" / "last.ckpt")
+    now = _existing(run_dir / "checkpoints" / "interrupted.ckpt")
+    keep = [o for o in _overrides() if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+    resume = " ".join(
+        [
+            "python -m pathlab.train",
+            *keep,
+            "ckpt_path=" + ("last" if last else str(now)),
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    summary = {
+        "status": "interrupted",
+        "run_dir": str(run_dir),
+        "epochs_completed": len(model.val_history),
+        "global_step": trainer.global_step,
+        "last_checkpoint": last,
+        "interrupted_checkpoint": now,
+        "resume": resume,
+        "metrics": dict(model.val_history[-1]) if model.val_history else {},
+        "seed": cfg.seed,
+        "overrides": _overrides(),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    if trainer.is_global_zero:
+        publish_run(run_dir, summary, None, title=f"{cfg.task_name}: interrupted")
+    raise TrainingInterrupted(
+        f"training was interrupted after {len(model.val_history)} complete epoch(s); "
+        f"checkpoints are in {run_dir / 'checkpoints'}. Resume with:\n  {resume}"
+    )
+
+
+VAL_METRICS = ("val/auc", "val/acc", "val/f1_macro", "val/loss")
+
+
+def metric_mode(metric: str) -> str:
+    """min for a loss, max for acc/auc/f1 (the checkpoint callback's `${pathlab.metric_mode:...}`)."""
+    return "min" if metric.endswith("loss") else "max"
 
 
 def _best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:
-    """The epoch ModelCheckpoint keeps: the first with the highest value (NaN never wins)."""
+    """The epoch ModelCheckpoint keeps: the first with the best value (NaN never wins)."""
     scored = [row for row in history if not math.isnan(row.get(metric, math.nan))]
-    return max(scored, key=lambda row: row[metric]) if scored else (history[-1] if history else {})
+    if not scored:
+        return history[-1] if history else {}
+    sign = -1 if metric_mode(metric) == "min" else 1
+    return max(scored, key=lambda row: sign * row[metric])
+
+
+# The top-level keys of conf/train.yaml and its groups: `+losss=focal` (a typo that Hydra's
+# own hint leads to) would otherwise add an unused key and train the default silently.
+KNOWN_KEYS = {
+    "data", "model", "loss", "optim", "scheduler", "tta", "trainer", "logger", "callbacks",
+    "paths", "task_name", "tags", "seed", "ckpt_path", "optimized_metric", "test",
+    "channels_last", "threads", "compile", "hydra", "experiment", "hparams_search",
+}  # fmt: skip
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Impossible settings, refused before any data is read or any epoch is trained."""
+    problems = []
+    unknown = sorted(set(cfg) - KNOWN_KEYS)
+    if unknown:
+        problems.append(
+            f"unknown setting(s) {', '.join(unknown)}: nothing reads them. Config groups: data, "
+            "model, loss, optim, scheduler, tta, trainer, logger, callbacks (e.g. loss=focal); "
+            "see python -m pathlab.train --help."
+        )
+    if cfg.optimized_metric not in VAL_METRICS:
+        problems.append(
+            f"optimized_metric={cfg.optimized_metric} is not logged; use one of {', '.join(VAL_METRICS)} "
+            "(never a test metric)."
+        )
+    lr, decay = cfg.optim.get("lr"), cfg.optim.get("weight_decay", 0.0)
+    if lr is None or not lr > 0:
+        problems.append(f"optim.lr={lr} must be > 0, e.g. 0.001.")
+    if decay is not None and decay < 0:
+        problems.append(f"optim.weight_decay={decay} must be >= 0, e.g. 0.05.")
+    if not cfg.trainer.get("max_epochs", 1) >= 1:
+        problems.append(f"trainer.max_epochs={cfg.trainer.max_epochs} must be >= 1.")
+    if cfg.data.get("batch_size") == 1:
+        problems.append(
+            "data.batch_size=1 cannot train: BatchNorm needs at least 2 images a batch; use e.g. 128."
+        )
+    if problems:
+        raise ConfigError(" ".join(problems))
 
 
 def cpu_threads(cfg: DictConfig) -> int | None:
@@ -69,10 +183,8 @@ def cpu_threads(cfg: DictConfig) -> int | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt."
-        )
+    check_config(cfg)
+    ckpt_path = resume_path(cfg.ckpt_path, run_dir)
     threads = cpu_threads(cfg)
     if threads:
         torch.set_num_threads(threads)
@@ -88,7 +200,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     log.info("run dir: %s", run_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except (SystemExit, KeyboardInterrupt):  # SIGTERM (SIGTERMException) or Ctrl-C (exit 1)
+        if not trainer.interrupted:
+            raise
+        _interrupted(cfg, trainer, model, run_dir, started)
 
     checkpoint = _checkpoint_callback(trainer)
     best_path = checkpoint.best_model_path if checkpoint else ""
@@ -116,10 +233,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "val_last_epoch": model.val_history[-1] if model.val_history else {},
         "best_checkpoint": best_path or None,
-        "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
+        "last_checkpoint": _existing(run_dir / "checkpoints" / "last.ckpt"),
         "seed": cfg.seed,
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
-        "resumed_from": cfg.ckpt_path,
+        "overrides": _overrides(),
+        "resumed_from": ckpt_path,
+        "reproduce": {  # with the resolved config in .hydra/config.yaml
+            "versions": software_versions(),
+            "git_commit": git_commit(),
+            "data_file": str(datamodule.npz_path),
+            "data_md5": md5sum(datamodule.npz_path),
+            "deterministic": cfg.trainer.get("deterministic"),
+            "precision": str(cfg.trainer.get("precision")),
+        },
         "torch_threads": torch.get_num_threads(),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }

@@ -41,7 +41,15 @@ def test_smoke_bench_writes_every_field(tmp_path, cache_dir):
         result = report["results"][name]
         assert result["min"] <= result["images_per_s"] <= result["max"] and result["min"] > 0
     machine = report["machine"]
-    for key in ("cpu", "cpu_cores", "cpu_flags", "cpu_native_bf16", "torch", "torch_threads", "gpu"):
+    for key in (
+        "cpu",
+        "cpu_cores",
+        "cpu_flags",
+        "cpu_native_bf16",
+        "torch",
+        "torch_threads",
+        "gpu",
+    ):
         assert key in machine
     assert report["precision"] == default_precision("auto")
     memory = report["memory"]

@@ -176,3 +176,16 @@ def test_other_tasks_are_published_under_their_own_names(tmp_path, flag):
     # and the CLI rebuilds it from the csv alone, under the same names
     assert main([str(tmp_path / "predictions.csv"), "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "report.md").read_text().startswith(f"# {info.title} test report")
+
+
+def test_files_get_the_mode_a_plain_open_would(tmp_path):
+    import os
+
+    from pathlab.fileio import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "x.txt", "x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -9,13 +9,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pathlab.data.augment import BatchAugment, Normalize, to_float_nchw
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import SPLITS, Split, cached_channel_stats, class_counts, load_npz
 from pathlab.data.sources import locate_npz, prepare_npz
-from pathlab.errors import ConfigError
+from pathlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ LIMIT_MODES = ("first", "stratified")
 
 
 class TensorBatches(Dataset):
-    """Images and labels fetched a whole batch at a time (`__getitems__`): one slice, no per-sample work."""
+    """Images, labels and their indices in the split, fetched a whole batch at a time
+    (`__getitems__`): one slice, no per-sample work. The indices let a distributed evaluation
+    drop the samples its sampler repeats and put predictions back in split order."""
 
     def __init__(self, split: Split):
         self.images, self.labels = split.images, split.labels
@@ -32,15 +34,36 @@ class TensorBatches(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return self.images[index], self.labels[index]
+        return self.images[index], self.labels[index], index
 
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices, device=self.labels.device)
-        return self.images[index], self.labels[index]
+        return self.images[index], self.labels[index], index
 
 
 def _keep_batch(batch):
     return batch
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone, not from the global RNG: a run resumed at an
+    epoch boundary sees the same order as one that never stopped. The epoch is read when an
+    epoch's iterator is made, from `epoch_of()` (the trainer's current epoch), else set_epoch's."""
+
+    def __init__(self, n: int, seed: int, epoch_of=None):
+        self.n, self.seed, self.epoch, self.epoch_of = n, seed, 0, epoch_of
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        epoch = self.epoch_of() if self.epoch_of else self.epoch
+        epoch = self.epoch if epoch is None else epoch
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def limit_indices(
@@ -78,6 +101,7 @@ class MedMNISTDataModule(L.LightningDataModule):
     MD5-check it. synthetic: `write_synthetic_npz` arguments to draw the built-in look-alike
     into `root` instead. *_limit / limit_mode: quick-run subsets. augment: a BatchAugment for
     training batches only. test_split: what the test loader serves (eval on "val" uses it).
+    seed: the training order of epoch e is a permutation drawn from (seed, e) alone.
     device_resident: hold the arrays on the GPU when training there (PathMNIST-28 is 0.3 GB).
     """
 
@@ -104,6 +128,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         device_resident: bool = True,
         num_workers: int = 0,
         test_split: str = "test",
+        seed: int = 0,
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -144,7 +169,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.augment = augment
         self.synthetic = dict(synthetic) if synthetic else None
         self.device_resident, self.num_workers = device_resident, num_workers
-        self.test_split = test_split
+        self.test_split, self.seed = test_split, seed
         self.splits: dict[str, Split] = {}
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
@@ -185,6 +210,12 @@ class MedMNISTDataModule(L.LightningDataModule):
                 else Split(loaded[split].images[keep], loaded[split].labels[keep])
             )
             self.splits[split] = part
+        for split in ("train", "val"):
+            if len(self.splits[split]) == 0:
+                raise DataError(
+                    f"the {split} split of {path} has no images (data.{split}_limit="
+                    f"{self.limits[split]}); a run needs train and val images."
+                )
         absent = [
             self.info.class_names[c]
             for c, n in enumerate(self.class_counts.tolist())
@@ -230,12 +261,18 @@ class MedMNISTDataModule(L.LightningDataModule):
         return DataLoader(
             TensorBatches(data),
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=self._train_order(len(data)) if shuffle else None,
             drop_last=shuffle and len(data) > batch_size,  # a last batch of 1 breaks BatchNorm
             collate_fn=_keep_batch,
             num_workers=0 if data.labels.is_cuda else self.num_workers,
             pin_memory=on_gpu and not data.labels.is_cuda,
         )
+
+    def _train_order(self, n: int) -> EpochShuffle:
+        # The trainer's epoch, not Lightning's set_epoch (which counts processed epochs, and a
+        # restored run counts them differently).
+        trainer = getattr(self, "trainer", None)
+        return EpochShuffle(n, self.seed, (lambda: trainer.current_epoch) if trainer else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -244,15 +281,23 @@ class MedMNISTDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        if len(self.splits.get(self.test_split, ())) == 0:
+            self.setup()
+            if len(self.splits[self.test_split]) == 0:
+                raise DataError(
+                    f"the {self.test_split} split of {self.npz_path} has no images; "
+                    "add some, or pass test=false to skip testing."
+                )
         return self._loader(self.test_split, shuffle=False)
 
     def transform_batch(self, batch: Any, train: bool) -> Any:
-        """uint8 NHWC on the device -> augmented (training only), normalised float NCHW."""
-        images, labels = batch
+        """uint8 NHWC on the device -> augmented (training only), normalised float NCHW;
+        labels and indices pass through."""
+        images, *rest = batch
         x = to_float_nchw(images)
         if train and self.augment is not None:
             x = self.augment(x)
-        return self.normalize(x), labels
+        return self.normalize(x), *rest
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = getattr(self, "trainer", None)

@@ -1,0 +1,211 @@
+"""Scale out and survive: DDP on 2 CPU processes counts every image once; SIGTERM saves and says
+how to resume; a resumed run ends where an uninterrupted one does; bad settings stop early."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, TINY_RUN, run_and_read, run_cli
+
+# Odd split sizes, so that a 2-process DistributedSampler must pad val and test.
+ODD = [
+    "data=synthetic",
+    "data.synthetic.n_train=400",
+    "data.synthetic.n_val=101",
+    "data.synthetic.n_test=99",
+    "data.synthetic.seed=5",
+    "data.batch_size=50",
+    "model.stem=imagenet",
+    "model.width=8",
+    "~callbacks.rich_progress_bar",
+]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_counts_every_image_once(tmp_path, cache_dir):
+    run_dir = tmp_path / "ddp"
+    fp32 = "trainer.precision=32-true"
+    trained = run_and_read(
+        "pathlab.train",
+        run_dir,
+        *ODD,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        fp32,
+    )
+    assert trained["status"] == "completed"
+    rows = np.loadtxt(run_dir / "predictions.csv", delimiter=",", skiprows=1)
+    assert len(rows) == 99 and np.array_equal(rows[:, 0], np.arange(99))  # each test image once
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # one run dir, one report
+    assert len(list(run_dir.glob("report.md"))) == 1
+    ckpt = trained["best_checkpoint"]
+    data = [a for a in ODD if a.startswith("data")]
+    one = run_and_read("pathlab.eval", tmp_path / "one", f"ckpt_path={ckpt}", *data, fp32)
+    for name in ("test/acc", "test/auc", "test/f1_macro", "test/acc_no_tta"):
+        assert one["metrics"][name] == pytest.approx(trained["metrics"][name], abs=1e-6), name
+    val = run_and_read(
+        "pathlab.eval", tmp_path / "val", f"ckpt_path={ckpt}", *data, fp32, "split=val", "tta=none"
+    )
+    for name in ("val/acc", "val/auc", "val/f1_macro"):
+        assert val["metrics"][name] == pytest.approx(trained["metrics"][name], abs=1e-6), name
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["overall"]["n"] == 99
+
+
+def _start(run_dir, *args) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pathlab.train", *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+RESUMABLE = [
+    "data=synthetic",
+    "data.synthetic.n_train=1600",
+    "data.synthetic.n_val=100",
+    "data.synthetic.n_test=100",
+    "data.batch_size=40",
+    "model.stem=imagenet",
+    "model.width=8",
+    "trainer.max_epochs=4",
+    "trainer.deterministic=true",
+    "trainer.precision=32-true",
+    "seed=3",
+    "~callbacks.rich_progress_bar",
+]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_finishes_the_run(tmp_path, cache_dir):
+    whole = run_and_read("pathlab.train", tmp_path / "whole", *RESUMABLE)
+    run_dir = tmp_path / "cut"
+    process = _start(run_dir, *RESUMABLE)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGTERM)  # a scheduler's pre-emption, during epoch 1
+    out, err = process.communicate(timeout=300)
+    assert process.returncode != 0, "an interrupted run must not look like success"
+    assert "Traceback" not in err and "Resume with" in err
+    stopped = json.loads((run_dir / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["last_checkpoint"] == str(last)
+    assert (run_dir / "checkpoints" / "interrupted.ckpt").is_file()
+    assert "ckpt_path=last" in stopped["resume"] and str(run_dir) in stopped["resume"]
+    epochs_done = stopped["epochs_completed"]
+    assert 1 <= epochs_done < 4
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == epochs_done - 1
+
+    resumed = run_and_read("pathlab.train", run_dir, *RESUMABLE, "ckpt_path=last")
+    assert resumed["status"] == "completed" and resumed["epochs_trained"] == 4
+    assert resumed["resumed_from"] == str(last)
+    assert resumed["val_last_epoch"]["epoch"] == 3
+    # The epochs before the interruption are the uninterrupted run's, to the bit. (After the
+    # resume the runs drift apart by about 1e-2 in val/loss: order, augmentation seed and
+    # learning rate are the same, the cause is still open; see the README.)
+    final = torch.load(last, map_location="cpu", weights_only=False)["val_history"]
+    reference = torch.load(
+        tmp_path / "whole" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )["val_history"]
+    assert [r["epoch"] for r in final] == [0, 1, 2, 3]
+    assert final[:epochs_done] == reference[:epochs_done]
+    assert abs(resumed["metrics"]["val/auc"] - whole["metrics"]["val/auc"]) < 0.05
+
+
+def test_last_checkpoint_is_the_last_epoch(trained_run):
+    run_dir, _ = trained_run
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    last = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=False)
+    assert last["epoch"] == summary["epochs_trained"] - 1 == 1
+    assert summary["reproduce"]["data_md5"] and summary["reproduce"]["versions"]["torch"]
+
+
+def test_val_loss_is_minimised(tmp_path, cache_dir):
+    summary = run_and_read(
+        "pathlab.train",
+        tmp_path / "run",
+        *TINY_RUN,
+        "trainer.max_epochs=3",
+        "optimized_metric=val/loss",
+        "test=false",
+    )
+    last = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=False)
+    losses = [row["val/loss"] for row in last["val_history"]]
+    assert len(losses) == 3 and summary["optimized_value"] == min(losses)
+    best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert best["epoch"] == summary["best_epoch"] == losses.index(min(losses))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=0", "optim.lr=0 must be > 0"),
+        ("optim.lr=-1", "optim.lr=-1 must be > 0"),
+        ("optim.weight_decay=-0.1", "optim.weight_decay=-0.1 must be >= 0"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 must be >= 1"),
+        ("data.batch_size=1", "BatchNorm needs at least 2 images"),
+        ("optimized_metric=val/acuc", "optimized_metric=val/acuc is not logged"),
+        ("optimized_metric=test/acc", "never a test metric"),
+        ("+losss=focal", "unknown setting(s) losss"),
+        ("ckpt_path=last", "there is no last.ckpt"),
+    ],
+)
+def test_impossible_settings_stop_before_training(tmp_path, cache_dir, override, message):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"kept": true}')
+    done = run_cli("pathlab.train", *TINY_RUN, override, f"hydra.run.dir={run_dir}", timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not (run_dir / "checkpoints").exists()
+    assert json.loads((run_dir / "metrics.json").read_text()) == {"kept": True}
+
+
+def test_an_empty_split_is_a_clear_error(tmp_path):
+    from pathlab.data.info import DatasetInfo
+    from pathlab.data.synthetic import synthetic_arrays
+    from tests.conftest import write_npz
+
+    arrays = synthetic_arrays(n_train=60, n_val=0, n_test=20, info=DatasetInfo.create("pathmnist"))
+    write_npz(tmp_path / "pathmnist.npz", **arrays)
+    done = run_cli(
+        "pathlab.train",
+        f"data.root={tmp_path}",
+        "data.download=false",
+        *[a for a in TINY_RUN if not a.startswith("data")],
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=120,
+    )
+    assert (
+        done.returncode == 2
+        and "the val split of" in done.stderr
+        and "has no images" in done.stderr
+    )
+
+
+def test_same_seed_and_deterministic_give_identical_metrics(tmp_path, cache_dir):
+    runs = [
+        run_and_read(
+            "pathlab.train", tmp_path / f"run{i}", *TINY_RUN, "trainer.deterministic=true", "seed=7"
+        )
+        for i in range(2)
+    ]
+    assert runs[0]["metrics"] == runs[1]["metrics"]
+    assert runs[0]["reproduce"]["data_md5"] == runs[1]["reproduce"]["data_md5"]
