@@ -191,6 +191,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
+    if not cfg.data.get("download", True) or cfg.data.get("synthetic"):
+        datamodule.prepare_data()  # a missing or malformed file is reported before training starts
+        datamodule.setup()
     model = build_model(cfg, datamodule.info)
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
     trainer: L.Trainer = instantiate(
@@ -206,6 +209,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if not trainer.interrupted:
             raise
         _interrupted(cfg, trainer, model, run_dir, started)
+    except TrainingDiverged as exc:  # a NaN loss: a sweeper records a failed trial
+        if trainer.is_global_zero:
+            summary = {
+                "status": "diverged",
+                "run_dir": str(run_dir),
+                "error": str(exc),
+                "epochs_completed": len(model.val_history),
+                "global_step": trainer.global_step,
+                "interrupted_checkpoint": _existing(run_dir / "checkpoints" / "interrupted.ckpt"),
+                "optimized_metric": cfg.optimized_metric,
+                "metrics": {},
+                "seed": cfg.seed,
+                "overrides": _overrides(),
+            }
+            publish_run(run_dir, summary, None, title=f"{cfg.task_name}: diverged")
+        raise
 
     checkpoint = _checkpoint_callback(trainer)
     best_path = checkpoint.best_model_path if checkpoint else ""

@@ -70,11 +70,14 @@ def test_an_epoch_is_a_plain_walk_of_the_split(synthetic_root, batch_size):
     dm.setup()
     split = dm.splits["train"]
     walk = sorted(_digest(img) for img in split.images)
-    seen = [_digest(img) for images, _ in dm.train_dataloader() for img in images]
+    batches = list(dm.train_dataloader())
+    seen = [_digest(img) for images, _, _ in batches for img in images]
+    index = torch.cat([i for _, _, i in batches])
+    assert len(set(index.tolist())) == len(index)  # the indices say the same
     assert len(seen) == len(walk) - len(walk) % batch_size
     assert len(set(seen)) == len(seen)  # no duplicate
     assert set(seen) <= set(walk)
-    evaluated = sorted(_digest(img) for images, _ in dm.val_dataloader() for img in images)
+    evaluated = sorted(_digest(img) for images, _, _ in dm.val_dataloader() for img in images)
     assert evaluated == sorted(_digest(img) for img in dm.splits["val"].images)  # all, in full
 
 

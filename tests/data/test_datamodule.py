@@ -33,7 +33,8 @@ def transfer(dm, batch, training: bool):
 
 def test_batches_are_uint8_slices_then_normalised_floats(synthetic_root):
     dm = make(synthetic_root, batch_size=32, eval_batch_size=50)
-    images, labels = next(iter(dm.val_dataloader()))
+    images, labels, index = next(iter(dm.val_dataloader()))
+    assert torch.equal(index, torch.arange(len(labels)))  # split positions, for DDP gathering
     assert images.dtype == torch.uint8 and images.shape == (50, 28, 28, 3)
     assert labels.dtype == torch.int64 and labels.shape == (50,)
     raw = load_npz(synthetic_root / "pathmnist.npz", PATH)["val"]
