@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
+from pathlab.cli import build_model
 from pathlab.config import compose_config
 from pathlab.data.augment import to_float_nchw
 from pathlab.fileio import atomic_write_json
@@ -168,8 +169,6 @@ class Bench:
 
     def pathlab(self) -> float:
         """The real training path: Trainer + DataModule + LightningModule, default callbacks."""
-        from pathlab.train import build_model  # the entry point's own builder, not a copy
-
         timer = StepTimer(self.warmup)
         model = build_model(self.cfg, self.info)
         trainer = instantiate(

@@ -1,4 +1,5 @@
-"""Shared plumbing of the Hydra entry points: clean errors, instantiating lists, the run dir."""
+"""Shared plumbing of the Hydra entry points: clean errors, instantiating lists, the run dir,
+the LightningModule assembled from the config groups (train and bench build the same one)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from pathlab.data.info import DatasetInfo
 from pathlab.errors import find_pathlab_error
+from pathlab.module import PathClassifier
 
 log = logging.getLogger("pathlab")
 
@@ -58,3 +61,18 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         print(f"\npathlab: error: {error}\n", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def build_model(cfg: DictConfig, info: DatasetInfo) -> PathClassifier:
+    """The LightningModule from the model, loss, optim, scheduler and tta groups."""
+    return PathClassifier(
+        net=instantiate(cfg.model),
+        info=info,
+        criterion=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        tta=instantiate(cfg.tta) if cfg.get("tta") else None,
+        channels_last=cfg.get("channels_last", True),
+        compile=cfg.get("compile", False),
+        seed=cfg.seed,
+    )

@@ -17,31 +17,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from pathlab.cli import instantiate_all, run_task
+from pathlab.cli import build_model, instantiate_all, run_task
 from pathlab.config import CONF_DIR
-from pathlab.data.info import DatasetInfo
 from pathlab.data.sources import md5sum
 from pathlab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from pathlab.hardware import git_commit, software_versions
-from pathlab.module import PathClassifier
 from pathlab.publish import publish_run
 
 log = logging.getLogger("pathlab")
-
-
-def build_model(cfg: DictConfig, info: DatasetInfo) -> PathClassifier:
-    """The LightningModule from the model, loss, optim, scheduler and tta groups."""
-    return PathClassifier(
-        net=instantiate(cfg.model),
-        info=info,
-        criterion=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optim),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        tta=instantiate(cfg.tta) if cfg.get("tta") else None,
-        channels_last=cfg.get("channels_last", True),
-        compile=cfg.get("compile", False),
-        seed=cfg.seed,
-    )
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from pathlab.cli import build_model
 from pathlab.config import CONF_DIR
 from pathlab.data import BatchAugment, PathMNISTDataModule
 from pathlab.errors import find_pathlab_error
-from pathlab.train import build_model
 
 GROUPS = [
     "data",
