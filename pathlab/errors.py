@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class PathlabError(Exception):
     """A problem with the user's input (data, config, checkpoint) whose message says the fix."""
@@ -31,12 +33,32 @@ class TrainingInterrupted(PathlabError):
     """SIGTERM or Ctrl-C stopped training; checkpoints and the resume command are written."""
 
 
+class StorageError(PathlabError):
+    """A file could not be written: a full, read-only or forbidden disk."""
+
+
+# errno values that mean "this place cannot be written", not a bug
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
+
+
+def storage_error(exc: OSError) -> StorageError:
+    where = exc.filename or "an output file"
+    return StorageError(
+        f"cannot write {where}: {exc.strerror or exc}. Free space there or point the output "
+        "elsewhere (hydra.run.dir=..., PATHLAB_CACHE_DIR=..., data.root=...); files written "
+        "before are kept (every pathlab write is atomic)."
+    )
+
+
 def find_pathlab_error(exc: BaseException | None) -> PathlabError | None:
-    """The PathlabError behind `exc`, following Hydra's InstantiationException chain."""
+    """The PathlabError behind `exc`, following Hydra's InstantiationException chain; an
+    OSError of a full or read-only disk counts as one (StorageError)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, PathlabError):
             return exc
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            return storage_error(exc)
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

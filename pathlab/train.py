@@ -43,9 +43,13 @@ def _overrides() -> list[str]:
 
 
 def resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`ckpt_path=last`: this run dir's checkpoints/last.ckpt; any other path must be a file."""
+    """`ckpt_path=last`: this run dir's checkpoints/last.ckpt (`auto`: that file if it exists, else
+    a fresh start: what a requeued SLURM job wants); any other path must be a file."""
     if not ckpt_path:
         return None
+    if ckpt_path == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
     path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         hint = (

@@ -209,3 +209,48 @@ def test_same_seed_and_deterministic_give_identical_metrics(tmp_path, cache_dir)
     ]
     assert runs[0]["metrics"] == runs[1]["metrics"]
     assert runs[0]["reproduce"]["data_md5"] == runs[1]["reproduce"]["data_md5"]
+
+
+@pytest.mark.parametrize("code", [28, 30])  # ENOSPC (disk full), EROFS (read-only file system)
+def test_a_full_or_read_only_disk_is_one_clear_message(tmp_path, capsys, code):
+    """Root ignores permissions, so the failing write is simulated: the message and exit code
+    are the entry points' own (cli.run_task)."""
+    from pathlab.cli import run_task
+
+    def task(cfg):
+        raise OSError(code, os.strerror(code), str(tmp_path / "run" / "checkpoints" / "best.ckpt"))
+
+    with pytest.raises(SystemExit) as ended:
+        run_task(task, None)
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert "pathlab: error: cannot write" in err and "best.ckpt" in err
+    assert os.strerror(code) in err and "hydra.run.dir=" in err
+
+
+def test_a_truncated_synthetic_cache_is_drawn_again(tmp_path, monkeypatch):
+    from pathlab.data import MedMNISTDataModule
+
+    sizes = {"n_train": 60, "n_val": 20, "n_test": 20, "seed": 0}
+    dm = MedMNISTDataModule(root=str(tmp_path), download=False, synthetic=sizes)
+    dm.prepare_data()
+    dm.setup()
+    path = dm.npz_path
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # an interrupted write from an older version
+    fresh = MedMNISTDataModule(root=str(tmp_path), download=False, synthetic=sizes)
+    fresh.prepare_data()
+    fresh.setup()
+    assert len(path.read_bytes()) > len(good) // 2  # drawn again, whole
+    for split in ("train", "val", "test"):  # the same deterministic drawing
+        assert torch.equal(fresh.splits[split].images, dm.splits[split].images)
+
+
+def test_ckpt_path_auto_starts_fresh_then_resumes(tmp_path):
+    from pathlab.train import resume_path
+
+    assert resume_path("auto", tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert resume_path("auto", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert resume_path("last", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")

@@ -228,3 +228,40 @@ def test_summarize_bad_input(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert summarize_main([str(tmp_path)]) == 2
     assert "no runs under" in capsys.readouterr().err
+
+
+def test_multinode_slurm_config_composes_and_renders_its_sbatch_script(compose_cfg, tmp_path):
+    """No cluster here: compose the preset and render the sbatch script submitit would submit."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    cfg = compose_cfg(
+        [
+            "hydra/launcher=slurm_multinode",
+            "trainer=ddp",
+            "trainer.num_nodes=2",
+            "trainer.devices=4",
+            "hydra.launcher.partition=gpu",
+        ]
+    )
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert launcher.max_num_timeout == 3 and cfg.trainer.strategy == "ddp"
+    script = _make_sbatch_string(
+        command="python -m pathlab.train",
+        folder=str(tmp_path),
+        partition=launcher.partition,
+        time=launcher.timeout_min,
+        nodes=launcher.nodes,
+        ntasks_per_node=launcher.tasks_per_node,
+        gpus_per_node=launcher.gpus_per_node,
+        cpus_per_task=launcher.cpus_per_task,
+        signal_delay_s=launcher.signal_delay_s,
+    )
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --signal=USR2@120",
+    ):
+        assert line in script, line

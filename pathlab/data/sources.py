@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
 from pathlib import Path
 
 from pathlab.data.info import SIZES, DatasetInfo, medmnist_info
@@ -101,6 +102,15 @@ def ensure_npz(
     return path
 
 
+def _intact(path: Path) -> bool:
+    """A complete zip (npz) file: every member's CRC checks out."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
 def synthetic_npz_path(root: Path, info: DatasetInfo, synthetic: dict[str, int]) -> Path:
     """Where the synthetic look-alike of `info` with these drawing parameters is cached."""
     params = {k: synthetic[k] for k in ("n_train", "n_val", "n_test", "seed")}
@@ -120,7 +130,11 @@ def prepare_npz(
                 "data=synthetic needs data.root (a cache folder); the config sets it from paths.cache_dir."
             )
         path = synthetic_npz_path(Path(root).expanduser(), info, synthetic)
-        if not path.is_file():
+        if path.is_file() and not _intact(path):
+            log.warning(
+                "the cached synthetic file %s is damaged (truncated?): drawing it again", path
+            )
+        if not path.is_file() or not _intact(path):
             log.info("drawing a synthetic %s look-alike into %s", info.flag, path)
             write_synthetic_npz(path, info=info, **synthetic)
         return path
