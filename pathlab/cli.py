@@ -74,5 +74,4 @@ def build_model(cfg: DictConfig, info: DatasetInfo) -> PathClassifier:
         tta=instantiate(cfg.tta) if cfg.get("tta") else None,
         channels_last=cfg.get("channels_last", True),
         compile=cfg.get("compile", False),
-        seed=cfg.seed,
     )

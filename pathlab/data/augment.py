@@ -27,18 +27,25 @@ def d4_transform(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(x, k, dims=(-2, -1)) if k else x
 
 
-def random_flip(x: torch.Tensor) -> torch.Tensor:
+Generator = torch.Generator | None  # None: torch's global generator
+
+
+def _uniform(shape, x: torch.Tensor, generator: Generator) -> torch.Tensor:
+    return torch.rand(shape, device=x.device, generator=generator)
+
+
+def random_flip(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     """A horizontal mirror of a random half of the batch."""
     n = x.shape[0]
-    flip = torch.rand(n, device=x.device) < 0.5
+    flip = _uniform(n, x, generator) < 0.5
     return torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
 
 
-def random_d4(x: torch.Tensor) -> torch.Tensor:
+def random_d4(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     """An independent random D4 element (8 rotations/flips) for every image of the batch."""
     n = x.shape[0]
-    x = random_flip(x)
-    turns = torch.randint(0, 4, (n,), device=x.device)
+    x = random_flip(x, generator)
+    turns = torch.randint(0, 4, (n,), device=x.device, generator=generator)
     out = x.clone()
     for k in (1, 2, 3):
         pick = turns == k
@@ -47,7 +54,7 @@ def random_d4(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def hed_jitter(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def hed_jitter(x: torch.Tensor, sigma: float, generator: Generator = None) -> torch.Tensor:
     """Stain augmentation (Tellez et al. 2018): scale and shift each stain's optical density.
 
     Per image and stain channel, density d -> d * U(1-sigma, 1+sigma) + U(-sigma, sigma).
@@ -56,24 +63,26 @@ def hed_jitter(x: torch.Tensor, sigma: float) -> torch.Tensor:
     m = _RGB_FROM_HED.to(x.device)
     od = -torch.log((x * 255.0 + 1.0) / 256.0)  # (N, 3, H, W), >= 0
     hed = torch.einsum("nchw,cs->nshw", od, torch.linalg.inv(m))
-    scale = 1 + sigma * (2 * torch.rand(n, 3, 1, 1, device=x.device) - 1)
-    shift = sigma * (2 * torch.rand(n, 3, 1, 1, device=x.device) - 1)
+    scale = 1 + sigma * (2 * _uniform((n, 3, 1, 1), x, generator) - 1)
+    shift = sigma * (2 * _uniform((n, 3, 1, 1), x, generator) - 1)
     od = torch.einsum("nshw,sc->nchw", hed * scale + shift, m)
     return ((256.0 * torch.exp(-od) - 1.0) / 255.0).clamp_(0, 1)
 
 
-def brightness_contrast(x: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
+def brightness_contrast(
+    x: torch.Tensor, brightness: float, contrast: float, generator: Generator = None
+) -> torch.Tensor:
     n = x.shape[0]
     if contrast:
-        c = 1 + contrast * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)
+        c = 1 + contrast * (2 * _uniform((n, 1, 1, 1), x, generator) - 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * c + mean
     if brightness:
-        x = x + brightness * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)
+        x = x + brightness * (2 * _uniform((n, 1, 1, 1), x, generator) - 1)
     return x.clamp(0, 1)
 
 
-GEOMETRIC = {"d4": random_d4, "flip": random_flip, "none": lambda x: x}
+GEOMETRIC = {"d4": random_d4, "flip": random_flip, "none": lambda x, generator=None: x}
 
 
 class BatchAugment(nn.Module):
@@ -114,17 +123,18 @@ class BatchAugment(nn.Module):
             contrast,
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
+        """generator: where the random draws come from (None: torch's global generator)."""
         if self.stain_jitter:
             if x.shape[1] != 3:
                 raise ConfigError(
                     f"data.augment.stain_jitter={self.stain_jitter} needs RGB images; this data has "
                     f"{x.shape[1]} channel(s): set data.augment.stain_jitter=0."
                 )
-            x = hed_jitter(x, self.stain_jitter)
+            x = hed_jitter(x, self.stain_jitter, generator)
         if self.brightness or self.contrast:
-            x = brightness_contrast(x, self.brightness, self.contrast)
-        return GEOMETRIC[self.symmetry](x)
+            x = brightness_contrast(x, self.brightness, self.contrast, generator)
+        return GEOMETRIC[self.symmetry](x, generator)
 
     def extra_repr(self) -> str:
         return f"symmetry={self.symmetry}, stain_jitter={self.stain_jitter}, brightness={self.brightness}, contrast={self.contrast}"

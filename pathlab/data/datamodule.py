@@ -290,13 +290,27 @@ class MedMNISTDataModule(L.LightningDataModule):
                 )
         return self._loader(self.test_split, shuffle=False)
 
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        """The augmentation's own generator, seeded by (seed, epoch, rank) when an epoch starts:
+        no draw elsewhere (a DataLoader's, Lightning's) shifts it, so a run resumed at an epoch
+        boundary augments exactly as one that never stopped."""
+        trainer = getattr(self, "trainer", None)
+        epoch = trainer.current_epoch if trainer is not None else 0
+        rank = trainer.global_rank if trainer is not None else 0
+        key = (epoch, rank, str(device))
+        if getattr(self, "_generator_key", None) != key:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed * 1_000_003 + epoch * 1_009 + rank)
+            self._generator_key = key
+        return self._generator
+
     def transform_batch(self, batch: Any, train: bool) -> Any:
         """uint8 NHWC on the device -> augmented (training only), normalised float NCHW;
         labels and indices pass through."""
         images, *rest = batch
         x = to_float_nchw(images)
         if train and self.augment is not None:
-            x = self.augment(x)
+            x = self.augment(x, self._augment_generator(x.device))
         return self.normalize(x), *rest
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -57,3 +57,18 @@ def test_normalize():
     y = Normalize(mean, std)(x)
     assert torch.allclose(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(y.std((0, 2, 3), unbiased=False), torch.ones(3), atol=1e-5)
+
+
+def test_augmentation_draws_only_from_the_generator_it_is_given():
+    """Resumable runs need augmentation that no other random draw can shift."""
+    x = torch.rand(16, 3, 28, 28)
+    augment = BatchAugment(symmetry="d4", stain_jitter=0.05, brightness=0.1, contrast=0.1)
+
+    def run(seed: int, disturb: bool) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if disturb:
+            torch.rand(1000)  # someone else draws from the global generator
+        return augment(x, g)
+
+    assert torch.equal(run(3, False), run(3, True))
+    assert not torch.equal(run(3, False), run(4, False))
