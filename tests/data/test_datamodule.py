@@ -26,7 +26,10 @@ def make(root, **kwargs) -> PathMNISTDataModule:
 
 def transfer(dm, batch, training: bool):
     dm.trainer = SimpleNamespace(
-        training=training, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+        training=training,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+        current_epoch=0,
+        global_rank=0,
     )
     return dm.on_after_batch_transfer(batch, 0)
 
