@@ -254,3 +254,32 @@ def test_ckpt_path_auto_starts_fresh_then_resumes(tmp_path):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert resume_path("auto", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
     assert resume_path("last", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+def test_a_multirun_of_two_ddp_jobs(tmp_path, cache_dir):
+    """Each DDP job of a sweep runs its processes in its own job dir, once; the second job
+    starts its own processes again (no left-over rank variables, no second sweep)."""
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "pathlab.train",
+        "-m",
+        *ODD,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,  # a run dir outside the sweep would appear under tmp_path/outputs
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert [j.name.split("_")[0] for j in jobs] == ["0", "1"]
+    for seed, job in enumerate(jobs):
+        summary = json.loads((job / "metrics.json").read_text())
+        assert summary["status"] == "completed" and summary["seed"] == seed
+        assert summary["run_dir"] == str(job) and len(list(job.glob("report.md"))) == 1
+        rows = np.loadtxt(job / "predictions.csv", delimiter=",", skiprows=1)
+        assert len(rows) == 99 and np.array_equal(rows[:, 0], np.arange(99))
+    assert not (tmp_path / "outputs").exists()  # no stray run dirs from the child processes
