@@ -35,6 +35,21 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def predict_plain(ckpt, folder, tmp_path):
+    """`pathlab.predict` without TTA on a folder; it must succeed; its rows by file name."""
+    out = tmp_path / "labels.csv"
+    done = run_cli(
+        "pathlab.predict",
+        f"ckpt_path={ckpt}",
+        f"input={folder}",
+        f"output={out}",
+        "tta=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, {row["file"]: row for row in read_csv(out)}
+
+
 def write_pngs(folder, images: np.ndarray, prefix: str = "img") -> list[str]:
     names = []
     for i, image in enumerate(images):
@@ -67,17 +82,7 @@ def test_predict_on_a_folder_of_pngs_equals_the_model(test_images, tmp_path):
     Image.fromarray(images[40].mean(-1).astype(np.uint8), mode="L").save(folder / "gray.png")
     big = np.asarray(Image.fromarray(images[41]).resize((64, 64), Image.Resampling.BICUBIC))
     Image.fromarray(big).save(folder / "big64.png")
-    out = tmp_path / "labels.csv"
-    done = run_cli(
-        "pathlab.predict",
-        f"ckpt_path={ckpt}",
-        f"input={folder}",
-        f"output={out}",
-        "tta=none",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = {row["file"]: row for row in read_csv(out)}
+    done, rows = predict_plain(ckpt, folder, tmp_path)
     assert len(rows) == 43
     expected = model_probs(ckpt, images[:40])
     classes = DatasetInfo.create("pathmnist").class_names
@@ -213,17 +218,7 @@ def test_predict_on_real_tissue_pngs_equals_the_model(test_images, tmp_path):
         images = npz["train_images"][:30]
     folder = tmp_path / "real"
     names = write_pngs(folder, images, prefix="real")
-    out = tmp_path / "real.csv"
-    done = run_cli(
-        "pathlab.predict",
-        f"ckpt_path={ckpt}",
-        f"input={folder}",
-        f"output={out}",
-        "tta=none",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = {row["file"]: row for row in read_csv(out)}
+    _, rows = predict_plain(ckpt, folder, tmp_path)
     expected = model_probs(ckpt, images)
     classes = DatasetInfo.create("pathmnist").class_names
     for i, name in enumerate(names):
