@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pathlab.data.info import info_field
 from pathlab.hardware import default_precision, uses_gpu
+from pathlab.metrics import metric_mode
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -81,14 +82,11 @@ OmegaConf.register_new_resolver("pathlab.medmnist", info_field, replace=True)
 # `${pathlab.precision:${.accelerator}}`: bf16-mixed where the hardware does bf16 natively
 OmegaConf.register_new_resolver("pathlab.precision", default_precision, replace=True)
 OmegaConf.register_new_resolver("pathlab.on_gpu", uses_gpu, replace=True)
-# `${pathlab.metric_mode:${optimized_metric}}`: min for a loss, max for acc, auc, f1
+# `${pathlab.metric_mode:${optimized_metric}}` (min | max) and `${pathlab.direction:...}`
+# (minimize | maximize, for the Optuna sweeper): one rule, pathlab.metrics.metric_mode
+OmegaConf.register_new_resolver("pathlab.metric_mode", metric_mode, replace=True)
 OmegaConf.register_new_resolver(
-    "pathlab.metric_mode", lambda m: "min" if str(m).endswith("loss") else "max", replace=True
-)
-OmegaConf.register_new_resolver(
-    "pathlab.direction",
-    lambda m: "minimize" if str(m).endswith("loss") else "maximize",
-    replace=True,
+    "pathlab.direction", lambda m: metric_mode(m) + "imize", replace=True
 )
 # `${pathlab.by_flag:${data.flag},{pathmnist: d4, ...},none}`: a per-data-set value from a table
 # written in the config itself, with a default for flags not in it.

@@ -44,6 +44,12 @@ PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auc")
 HEADLINE = ("acc", "auc", "f1_macro")
 
 
+def metric_mode(metric: str) -> str:
+    """Whether a metric is better high or low: min for a loss, max for acc, auc, f1 (checkpoint
+    selection, the Optuna direction and metrics.json's best epoch all ask here)."""
+    return "min" if str(metric).endswith("loss") else "max"
+
+
 def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """Class probabilities in float32: softmax over classes, or a sigmoid per label."""
     logits = logits.float()

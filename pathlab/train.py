@@ -22,6 +22,7 @@ from pathlab.config import CONF_DIR
 from pathlab.data.sources import md5sum
 from pathlab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from pathlab.hardware import git_commit, software_versions
+from pathlab.metrics import metric_mode
 from pathlab.publish import publish_run
 
 log = logging.getLogger("pathlab")
@@ -97,11 +98,6 @@ def _interrupted(cfg, trainer: L.Trainer, model, run_dir: Path, started: float) 
 
 
 VAL_METRICS = ("val/auc", "val/acc", "val/f1_macro", "val/loss")
-
-
-def metric_mode(metric: str) -> str:
-    """min for a loss, max for acc/auc/f1 (the checkpoint callback's `${pathlab.metric_mode:...}`)."""
-    return "min" if metric.endswith("loss") else "max"
 
 
 def _best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:

@@ -281,13 +281,12 @@ class MedMNISTDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        if len(self.splits.get(self.test_split, ())) == 0:
-            self.setup()
-            if len(self.splits[self.test_split]) == 0:
-                raise DataError(
-                    f"the {self.test_split} split of {self.npz_path} has no images; "
-                    "add some, or pass test=false to skip testing."
-                )
+        self.setup()
+        if len(self.splits[self.test_split]) == 0:
+            raise DataError(
+                f"the {self.test_split} split of {self.npz_path} has no images; "
+                "add some, or pass test=false to skip testing."
+            )
         return self._loader(self.test_split, shuffle=False)
 
     def _augment_generator(self, device: torch.device) -> torch.Generator:
