@@ -1,4 +1,4 @@
-"""pathlab's own Lightning callback: a checkpoint at the moment training is stopped.
+"""pathlab's Lightning callbacks: a checkpoint at the moment training is stopped; EMA weights.
 
 Lightning's OnExceptionCheckpoint saves on every exception, a missing data file included, where
 a checkpoint of an untrained model only misleads; this one saves when a run is interrupted
@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pathlab.errors import TrainingDiverged
@@ -25,3 +27,16 @@ class SaveOnInterrupt(L.Callback):
         stopping = (SIGTERMException, KeyboardInterrupt, TrainingDiverged)
         if isinstance(exception, stopping) and trainer.global_step > 0:
             trainer.save_checkpoint(self.path)
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's EMAWeightAveraging (an exponential moving average of the weights, which
+    validation, best.ckpt and the test use), with one change: a checkpoint loaded to test or
+    validate keeps the averaged weights it holds. Lightning's restores the raw training weights
+    whenever the callback holds an average, which is the case in the `trainer.test` after `fit`.
+    decay: the weight of the average at each optimiser step (0.98: a horizon of ~50 steps).
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -119,7 +119,11 @@ class PathClassifier(L.LightningModule):
         x, y = batch[0], batch[1]
         logits = self(x)
         loss = self.criterion(logits, y)
+        if len(batch) == 5 and batch[4] < 1:  # MixUp/CutMix (data.mixing): lam of its own label
+            partner, lam = batch[3], batch[4]
+            loss = lam * loss + (1 - lam) * self.criterion(logits, partner)
         # train/acc: ACC's definition (pathlab.metrics) summed on the device, no host sync
+        # (against each image's own label, also under mixing)
         self.train_correct.update(correct_count(logits, y, self.info.multi_label))
         self.train_seen.update(y.numel())
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)

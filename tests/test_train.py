@@ -196,3 +196,26 @@ def test_user_errors_exit_with_one_clear_message(
         assert text in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) < 15
     assert json.loads((run_dir / "metrics.json").read_text()) == {"kept": True}  # nothing lost
+
+
+def test_ema_weights_validate_are_saved_and_tested(tmp_path, cache_dir):
+    """callbacks.ema: best.ckpt holds the averaged weights, and the run's test metrics are
+    those of that checkpoint (Lightning alone would test the raw weights)."""
+    run_dir = tmp_path / "ema"
+    metrics = run_and_read(
+        "pathlab.train",
+        run_dir,
+        *TINY_RUN,
+        "callbacks.ema={_target_:pathlab.callbacks.EMAWeights,decay:0.9}",
+    )
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert not torch.equal(averaged["net.fc.weight"], raw["net.fc.weight"])
+    evaluated = run_and_read(
+        "pathlab.eval",
+        tmp_path / "eval",
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+        *TINY_RUN[:4],
+    )
+    for key in ("test/acc", "test/auc"):
+        assert evaluated["metrics"][key] == pytest.approx(metrics["metrics"][key], abs=1e-6)

@@ -1,4 +1,4 @@
-from pathlab.data.augment import BatchAugment, Normalize
+from pathlab.data.augment import BatchAugment, BatchMix, Normalize
 from pathlab.data.datamodule import MedMNISTDataModule, PathMNISTDataModule
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import load_npz
@@ -7,6 +7,7 @@ from pathlab.data.synthetic import write_synthetic_npz
 
 __all__ = [
     "BatchAugment",
+    "BatchMix",
     "DatasetInfo",
     "MedMNISTDataModule",
     "Normalize",

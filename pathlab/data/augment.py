@@ -54,19 +54,91 @@ def random_d4(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     return out
 
 
+def rgb_to_hed(x: torch.Tensor) -> torch.Tensor:
+    """Float RGB (N, 3, H, W) in [0, 1] -> stain optical densities (N, 3, H, W): H, E, DAB."""
+    od = -torch.log((x * 255.0 + 1.0) / 256.0)  # >= 0
+    return torch.einsum("nchw,cs->nshw", od, torch.linalg.inv(_RGB_FROM_HED.to(x.device)))
+
+
+def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
+    od = torch.einsum("nshw,sc->nchw", hed, _RGB_FROM_HED.to(hed.device))
+    return ((256.0 * torch.exp(-od) - 1.0) / 255.0).clamp_(0, 1)
+
+
+def _symmetric(shape, x: torch.Tensor, amplitude: float, generator: Generator) -> torch.Tensor:
+    """U(-amplitude, amplitude) draws."""
+    return amplitude * (2 * _uniform(shape, x, generator) - 1)
+
+
 def hed_jitter(x: torch.Tensor, sigma: float, generator: Generator = None) -> torch.Tensor:
     """Stain augmentation (Tellez et al. 2018): scale and shift each stain's optical density.
 
     Per image and stain channel, density d -> d * U(1-sigma, 1+sigma) + U(-sigma, sigma).
     """
     n = x.shape[0]
-    m = _RGB_FROM_HED.to(x.device)
-    od = -torch.log((x * 255.0 + 1.0) / 256.0)  # (N, 3, H, W), >= 0
-    hed = torch.einsum("nchw,cs->nshw", od, torch.linalg.inv(m))
-    scale = 1 + sigma * (2 * _uniform((n, 3, 1, 1), x, generator) - 1)
-    shift = sigma * (2 * _uniform((n, 3, 1, 1), x, generator) - 1)
-    od = torch.einsum("nshw,sc->nchw", hed * scale + shift, m)
-    return ((256.0 * torch.exp(-od) - 1.0) / 255.0).clamp_(0, 1)
+    scale = 1 + _symmetric((n, 3, 1, 1), x, sigma, generator)
+    shift = _symmetric((n, 3, 1, 1), x, sigma, generator)
+    return hed_to_rgb(rgb_to_hed(x) * scale + shift)
+
+
+def gray(x: torch.Tensor) -> torch.Tensor:
+    """Luma (ITU-R 601) of float RGB (N, 3, H, W), as (N, 1, H, W)."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+# RGB <-> YIQ: a hue turn is a rotation of the (I, Q) chroma plane, one batched matmul
+_YIQ_FROM_RGB = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float32
+)
+
+
+def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Turn each image's hue by `turns` (N,) of a full circle, in YIQ space."""
+    m = _YIQ_FROM_RGB.to(x.device)
+    yiq = torch.einsum("nchw,dc->ndhw", x, m)
+    angle = 2 * torch.pi * turns.view(-1, 1, 1)
+    cos, sin = angle.cos(), angle.sin()
+    i, q = yiq[:, 1], yiq[:, 2]
+    yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], 1)
+    return torch.einsum("ndhw,cd->nchw", yiq, torch.linalg.inv(m)).clamp(0, 1)
+
+
+def saturate(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend each image with its gray version: factor (N,) 0 = gray, 1 = unchanged, > 1 = vivid."""
+    g = gray(x)
+    return (g + (x - g) * factor.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def colour_jitter(
+    x: torch.Tensor, hue: float, saturation: float, gamma: float, generator: Generator = None
+) -> torch.Tensor:
+    """Hue turns of U(-hue, hue) of a circle, saturation x U(1-s, 1+s), and a gamma curve
+    x ** exp(U(-gamma, gamma)), each drawn per image (0 = off)."""
+    n = x.shape[0]
+    if hue:
+        x = rotate_hue(x, _symmetric(n, x, hue, generator))
+    if saturation and x.shape[1] == 3:
+        x = saturate(x, 1 + _symmetric(n, x, saturation, generator))
+    if gamma:
+        exponent = torch.exp(_symmetric((n, 1, 1, 1), x, gamma, generator))
+        x = x.clamp_min(1e-6).pow(exponent)
+    return x
+
+
+def random_translate(x: torch.Tensor, pixels: int, generator: Generator = None) -> torch.Tensor:
+    """Shift each image by up to `pixels` in x and y, filling the border by reflection
+    (a random crop of the reflect-padded image: same shape and dtype)."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pixels,) * 4, mode="reflect")
+    dy, dx = torch.randint(0, 2 * pixels + 1, (2, n), device=x.device, generator=generator).unbind(
+        0
+    )
+    rows = (torch.arange(h, device=x.device) + dy.view(-1, 1)).view(n, 1, h, 1)
+    cols = (torch.arange(w, device=x.device) + dx.view(-1, 1)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
 
 
 def brightness_contrast(
@@ -92,7 +164,12 @@ class BatchAugment(nn.Module):
     degrees and flips: tissue, cells, skin have no orientation), flip (a random horizontal
     mirror: fundus, OCT, ultrasound) or none (X-ray and CT anatomy has a left and a right).
     stain_jitter: HED-space jitter strength (0 = off; 0.05 is a common histology choice; RGB only).
+    hue / saturation / gamma: colour jitter amplitudes (hue in turns of the colour circle, RGB
+    only for hue and saturation; gamma as a log-exponent); 0 = off.
     brightness / contrast: uniform jitter amplitudes (0 = off).
+    translate: random shifts of up to this many pixels, reflect-filled (0 = off).
+    Every draw comes from the generator passed to forward (the DataModule seeds it from the
+    seed, epoch and rank), so a run augments the same way every time.
     """
 
     def __init__(
@@ -101,43 +178,132 @@ class BatchAugment(nn.Module):
         stain_jitter: float = 0.0,
         brightness: float = 0.0,
         contrast: float = 0.0,
+        hue: float = 0.0,
+        saturation: float = 0.0,
+        gamma: float = 0.0,
+        translate: int = 0,
     ):
         super().__init__()
-        for name, value in (
-            ("stain_jitter", stain_jitter),
-            ("brightness", brightness),
-            ("contrast", contrast),
+        for name, value, top in (
+            ("stain_jitter", stain_jitter, 1),
+            ("brightness", brightness, 1),
+            ("contrast", contrast, 1),
+            ("hue", hue, 0.5),
+            ("saturation", saturation, 1),
+            ("gamma", gamma, 1),
         ):
-            if not 0 <= value < 1:
+            if not 0 <= value < top:
                 raise ConfigError(
-                    f"data.augment.{name}={value} is outside [0, 1); use 0 to turn it off or e.g. 0.05."
+                    f"data.augment.{name}={value} is outside [0, {top}); use 0 to turn it off or e.g. 0.05."
                 )
+        if not isinstance(translate, int) or translate < 0:
+            raise ConfigError(
+                f"data.augment.translate={translate!r} must be a whole number of pixels >= 0, e.g. 2 (0 = off)."
+            )
         if symmetry not in GEOMETRIC:
             raise ConfigError(
                 f"data.augment.symmetry={symmetry!r} is unknown; use one of {', '.join(GEOMETRIC)}."
             )
-        self.symmetry, self.stain_jitter, self.brightness, self.contrast = (
-            symmetry,
-            stain_jitter,
-            brightness,
-            contrast,
-        )
+        self.symmetry, self.stain_jitter = symmetry, stain_jitter
+        self.brightness, self.contrast = brightness, contrast
+        self.hue, self.saturation, self.gamma, self.translate = hue, saturation, gamma, translate
+
+    def _needs_rgb(self, x: torch.Tensor, name: str) -> None:
+        if x.shape[1] != 3:
+            raise ConfigError(
+                f"data.augment.{name}={getattr(self, name)} needs RGB images; this data has "
+                f"{x.shape[1]} channel(s): set data.augment.{name}=0."
+            )
 
     def forward(self, x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
         """generator: where the random draws come from (None: torch's global generator)."""
         if self.stain_jitter:
-            if x.shape[1] != 3:
-                raise ConfigError(
-                    f"data.augment.stain_jitter={self.stain_jitter} needs RGB images; this data has "
-                    f"{x.shape[1]} channel(s): set data.augment.stain_jitter=0."
-                )
+            self._needs_rgb(x, "stain_jitter")
             x = hed_jitter(x, self.stain_jitter, generator)
+        if self.hue:
+            self._needs_rgb(x, "hue")
+        if self.hue or self.saturation or self.gamma:
+            x = colour_jitter(x, self.hue, self.saturation, self.gamma, generator)
         if self.brightness or self.contrast:
             x = brightness_contrast(x, self.brightness, self.contrast, generator)
+        if self.translate:
+            if self.translate >= min(x.shape[-2:]):
+                raise ConfigError(
+                    f"data.augment.translate={self.translate} is not smaller than the {x.shape[-1]}-px "
+                    "images; use a few pixels, e.g. 2."
+                )
+            x = random_translate(x, self.translate, generator)
         return GEOMETRIC[self.symmetry](x, generator)
 
     def extra_repr(self) -> str:
-        return f"symmetry={self.symmetry}, stain_jitter={self.stain_jitter}, brightness={self.brightness}, contrast={self.contrast}"
+        names = (
+            "symmetry",
+            "stain_jitter",
+            "hue",
+            "saturation",
+            "gamma",
+            "brightness",
+            "contrast",
+            "translate",
+        )
+        return ", ".join(f"{k}={getattr(self, k)}" for k in names)
+
+
+class BatchMix(nn.Module):
+    """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019) of a training batch with a
+    permutation of itself; a batch gets one or the other (or neither, 1 - prob of the time).
+
+    forward returns the mixed images, the partner of each image (`perm`, indices into the batch)
+    and `lam`, the share of each image's own label: the loss is
+    lam * loss(logits, y) + (1 - lam) * loss(logits, y[perm]), which is the loss against the
+    mixed targets (lam * y + (1 - lam) * y[perm], summing to 1) for cross-entropy and BCE.
+    mixup_alpha / cutmix_alpha: Beta(alpha, alpha) concentration of lam (0 = that one off).
+    """
+
+    def __init__(self, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, prob: float = 1.0):
+        super().__init__()
+        for name, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+            if not value >= 0:
+                raise ConfigError(
+                    f"data.mixing.{name}={value} must be >= 0 (0 = off), e.g. 0.2 or 1.0."
+                )
+        if not 0 <= prob <= 1:
+            raise ConfigError(f"data.mixing.prob={prob} is outside [0, 1]; use e.g. 0.5.")
+        self.mixup_alpha, self.cutmix_alpha, self.prob = mixup_alpha, cutmix_alpha, prob
+
+    def _beta(self, alpha: float, x: torch.Tensor, generator: Generator) -> float:
+        # Beta(a, a) as G1 / (G1 + G2) of two Gamma(a) draws, from the given generator
+        # (torch.distributions takes no generator).
+        g = torch._standard_gamma(torch.full((2,), alpha, device=x.device), generator=generator)
+        return float(g[0] / g.sum())
+
+    def forward(
+        self, x: torch.Tensor, generator: Generator = None
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        n = x.shape[0]
+        perm = torch.randperm(n, device=x.device, generator=generator)
+        draw = float(_uniform(2, x, generator)[0])  # [1] kept for a stable draw count
+        modes = [m for m, a in (("mixup", self.mixup_alpha), ("cutmix", self.cutmix_alpha)) if a]
+        if not modes or draw >= self.prob:
+            return x, perm, 1.0
+        mode = modes[int(draw / self.prob * len(modes)) % len(modes)]
+        if mode == "mixup":
+            lam = self._beta(self.mixup_alpha, x, generator)
+            return lam * x + (1 - lam) * x[perm], perm, lam
+        lam = self._beta(self.cutmix_alpha, x, generator)
+        h, w = x.shape[-2:]
+        cut_h, cut_w = round(h * (1 - lam) ** 0.5), round(w * (1 - lam) ** 0.5)
+        cy = int(torch.randint(0, h, (1,), device=x.device, generator=generator))
+        cx = int(torch.randint(0, w, (1,), device=x.device, generator=generator))
+        top, bottom = max(cy - cut_h // 2, 0), min(cy + (cut_h - cut_h // 2), h)
+        left, right = max(cx - cut_w // 2, 0), min(cx + (cut_w - cut_w // 2), w)
+        out = x.clone()
+        out[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+        lam = 1 - (bottom - top) * (right - left) / (h * w)  # the area actually pasted
+        return out, perm, lam
+
+    def extra_repr(self) -> str:
+        return f"mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, prob={self.prob}"
 
 
 class Normalize(nn.Module):

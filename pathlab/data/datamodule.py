@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pathlab.data.augment import BatchAugment, Normalize, to_float_nchw
+from pathlab.data.augment import BatchAugment, BatchMix, Normalize, to_float_nchw
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import SPLITS, Split, cached_channel_stats, class_counts, load_npz
 from pathlab.data.sources import locate_npz, prepare_npz
@@ -100,7 +100,7 @@ class MedMNISTDataModule(L.LightningDataModule):
     root: folder of the npz (None: medmnist's ~/.medmnist). download: let medmnist fetch and
     MD5-check it. synthetic: `write_synthetic_npz` arguments to draw the built-in look-alike
     into `root` instead. *_limit / limit_mode: quick-run subsets. augment: a BatchAugment for
-    training batches only. test_split: what the test loader serves (eval on "val" uses it).
+    training batches only. mixing: a BatchMix (MixUp/CutMix) of training batches, after augment. test_split: what the test loader serves (eval on "val" uses it).
     seed: the training order of epoch e is a permutation drawn from (seed, e) alone.
     device_resident: hold the arrays on the GPU when training there (PathMNIST-28 is 0.3 GB).
     """
@@ -124,6 +124,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         limit_mode: str = "first",
         limit_seed: int = 0,
         augment: BatchAugment | None = None,
+        mixing: BatchMix | None = None,
         synthetic: dict[str, int] | None = None,
         device_resident: bool = True,
         num_workers: int = 0,
@@ -166,7 +167,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.limits = {"train": train_limit, "val": val_limit, "test": test_limit}
         self.limit_mode, self.limit_seed = limit_mode, limit_seed
-        self.augment = augment
+        self.augment, self.mixing = augment, mixing
         self.synthetic = dict(synthetic) if synthetic else None
         self.device_resident, self.num_workers = device_resident, num_workers
         self.test_split, self.seed = test_split, seed
@@ -305,11 +306,15 @@ class MedMNISTDataModule(L.LightningDataModule):
 
     def transform_batch(self, batch: Any, train: bool) -> Any:
         """uint8 NHWC on the device -> augmented (training only), normalised float NCHW;
-        labels and indices pass through."""
+        labels and indices pass through. With mixing, a training batch also carries each
+        image's partner labels and lam: (x, y, index, y[perm], lam) (BatchMix)."""
         images, *rest = batch
         x = to_float_nchw(images)
         if train and self.augment is not None:
             x = self.augment(x, self._augment_generator(x.device))
+        if train and self.mixing is not None:
+            x, perm, lam = self.mixing(x, self._augment_generator(x.device))
+            return self.normalize(x), *rest, rest[0][perm], lam
         return self.normalize(x), *rest
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

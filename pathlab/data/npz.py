@@ -173,11 +173,18 @@ def cached_channel_stats(path: Path, train_images: torch.Tensor) -> tuple[list[f
 
 
 def resplit_npz(
-    source: str | Path, dest: str | Path, sizes: dict[str, int], split: str = "train"
+    source: str | Path,
+    dest: str | Path,
+    sizes: dict[str, int],
+    split: str = "train",
+    stratify_seed: int | None = None,
 ) -> Path:
-    """Cut one split of `source` into consecutive train/val/test parts, written in the official layout.
+    """Cut one split of `source` into train/val/test parts, written in the official layout.
 
     For small real-data studies, e.g. the 1,000-image PathMNIST sample as 700/100/200.
+    stratify_seed None: consecutive parts in file order. An integer: class-stratified parts
+    (each part's class shares as close to the whole's as whole images allow), drawn with that
+    seed (scikit-learn's train_test_split; single-label sets only).
     """
     with np.load(source, allow_pickle=False) as npz:
         images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
@@ -185,10 +192,34 @@ def resplit_npz(
         raise DataError(
             f"{source} has {len(images)} {split} images, fewer than the {sum(sizes.values())} asked for."
         )
+    order = np.arange(sum(sizes.values()))
+    if stratify_seed is not None:
+        from sklearn.model_selection import train_test_split
+
+        flat = labels.reshape(len(labels), -1)
+        if flat.shape[1] != 1:
+            raise DataError(f"{source}: a stratified split needs one label per image.")
+        n_train, n_val, n_test = sizes["train"], sizes["val"], sizes["test"]
+        rest, test = train_test_split(
+            np.arange(len(images)),
+            train_size=n_train + n_val,
+            test_size=n_test,
+            stratify=flat[:, 0],
+            random_state=stratify_seed,
+        )
+        train, val = train_test_split(
+            rest,
+            train_size=n_train,
+            test_size=n_val,
+            stratify=flat[rest, 0],
+            random_state=stratify_seed,
+        )
+        order = np.concatenate([np.sort(train), np.sort(val), np.sort(test)])
     arrays, start = {}, 0
     for part in SPLITS:
         stop = start + sizes[part]
-        arrays[f"{part}_images"], arrays[f"{part}_labels"] = images[start:stop], labels[start:stop]
+        keep = order[start:stop]
+        arrays[f"{part}_images"], arrays[f"{part}_labels"] = images[keep], labels[keep]
         start = stop
 
     def write(tmp: Path) -> None:

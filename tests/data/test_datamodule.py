@@ -135,3 +135,16 @@ def test_state_dict_carries_normalisation(synthetic_root):
     other.load_state_dict({"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]})
     other.setup()
     assert other.mean == [0.1, 0.2, 0.3] and other.std == [0.5, 0.5, 0.5]
+
+
+def test_mixing_only_on_training_batches_and_carries_partner_labels(synthetic_root):
+    from pathlab.data import BatchMix
+
+    dm = make(synthetic_root, mixing=BatchMix(mixup_alpha=0.4, prob=1.0))
+    batch = next(iter(dm.val_dataloader()))
+    evaluated = transfer(dm, batch, training=False)
+    assert len(evaluated) == 3  # images, labels, indices: evaluation is never mixed
+    x, y, index, partner, lam = transfer(dm, batch, training=True)
+    assert 0 < lam < 1 and torch.equal(y, batch[1]) and torch.equal(index, batch[2])
+    assert sorted(partner.tolist()) == sorted(y.tolist())  # a permutation of the batch's labels
+    assert not torch.allclose(x, evaluated[0])

@@ -1,0 +1,220 @@
+"""The accuracy-recipe study on the 1,000 real PathMNIST images (experiments/recipe/README.md).
+
+    python experiments/recipe/study.py run ROW [ROW ...] [--seeds 0 1 2]   # train, skip done runs
+    python experiments/recipe/study.py table                                # shifts + results.md
+
+Every run is a plain `python -m pathlab.train` on one stratified 700/100/200 split of the sample
+(split seed 2026), timed from process start to exit. `table` evaluates each run's best.ckpt on
+the test split and on its stain-shifted copies (pathlab.data.shifts) and writes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO.parent / "shared" / "data" / "pathmnist_real_1k.npz"
+SPLIT_SEED = 2026
+SIZES = {"train": 700, "val": 100, "test": 200}
+COMMON = ["data.download=false", "~callbacks.rich_progress_bar", "logger=csv"]
+
+# The ablation: every lever is one row added to `base` alone; `fast_cpu` combines the levers that
+# helped. `default` is `python -m pathlab.train` as it stood before the study.
+BASE = ["model.width=32", "trainer.max_epochs=40"]
+EMA = "callbacks.ema={_target_:pathlab.callbacks.EMAWeights,decay:0.98}"
+MIX = "data.mixing={_target_:pathlab.data.BatchMix,mixup_alpha:0.2,cutmix_alpha:1.0,prob:0.5}"
+COLOUR = [
+    "data.augment.stain_jitter=0.1",
+    "data.augment.hue=0.04",
+    "data.augment.saturation=0.25",
+    "data.augment.gamma=0.25",
+    "data.augment.brightness=0.1",
+    "data.augment.contrast=0.1",
+]
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "medmnist_v2": (
+        "MedMNIST v2 ResNet-18 (28): Adam, 100 epochs, no augmentation, no TTA",
+        ["experiment=medmnist_v2"],
+    ),
+    "default": ("the default before the study: cifar stem, width 64, 30 epochs", []),
+    "base": ("width 32, 40 epochs (the study's base)", BASE),
+    "translate": (
+        "+ random translation, 2 px, reflect-filled",
+        [*BASE, "data.augment.translate=2"],
+    ),
+    "colour": (
+        "+ colour: HED 0.1, hue 0.04, saturation 0.25, gamma 0.25, brightness/contrast 0.1",
+        [*BASE, *COLOUR],
+    ),
+    "smoothing": ("+ label smoothing 0.1", [*BASE, "loss.label_smoothing=0.1"]),
+    "ema": ("+ EMA of the weights, decay 0.98", [*BASE, EMA]),
+    "mix": ("+ MixUp (0.2) / CutMix (1.0) on half the batches", [*BASE, MIX]),
+    "sgd": ("SGD-Nesterov, lr 0.1, wd 5e-4, instead of AdamW", [*BASE, "optim=sgd"]),
+    "batch64": ("batch 64 instead of 128", [*BASE, "data.batch_size=64"]),
+    "onecycle": (
+        "one-cycle schedule (lr 0.003) instead of warm-up + cosine",
+        [*BASE, "scheduler=onecycle", "optim.lr=0.003"],
+    ),
+    "imagenet_stem": (
+        "imagenet stem, width 64 (28 px -> 7 px in layer1)",
+        ["model.stem=imagenet", "trainer.max_epochs=40"],
+    ),
+    "epochs80": ("80 epochs instead of 40", ["model.width=32", "trainer.max_epochs=80"]),
+}
+
+
+def out_dir() -> Path:
+    return Path(os.environ.get("RECIPE_DIR", "/tmp/pathlab_recipe"))
+
+
+def split_root() -> Path:
+    from pathlab.data.npz import resplit_npz
+
+    root = out_dir() / "root"
+    if not (root / "pathmnist.npz").is_file():
+        resplit_npz(SAMPLE, root / "pathmnist.npz", SIZES, stratify_seed=SPLIT_SEED)
+    return root
+
+
+def run_one(row: str, seed: int) -> None:
+    run_dir = out_dir() / "runs" / row / f"seed{seed}"
+    done = run_dir / "metrics.json"
+    if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
+        return
+    cmd = [
+        sys.executable,
+        "-m",
+        "pathlab.train",
+        *COMMON,
+        f"data.root={split_root()}",
+        f"hydra.run.dir={run_dir}",
+        f"seed={seed}",
+        *ROWS[row][1],
+    ]
+    print(f"[{time.strftime('%H:%M:%S')}] {row} seed {seed}: {' '.join(ROWS[row][1])}", flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    wall = time.perf_counter() - started
+    if result.returncode:
+        print(result.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(f"{row} seed {seed} failed ({result.returncode})")
+    (run_dir / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+    m = json.loads(done.read_text())["metrics"]
+    print(f"   acc {m['test/acc']:.3f} auc {m['test/auc']:.4f} wall {wall:.0f} s", flush=True)
+
+
+def shifted_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Test ACC/AUC of the run's best.ckpt on every stain-shifted copy of the test split, with
+    the run's TTA and precision (cached in <run dir>/shifts.json)."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    from pathlab.checkpoint import load_trained_model
+    from pathlab.data.shifts import SHIFTS, apply_shift
+    from pathlab.deploy import predict_probs
+    from pathlab.metrics import headline_metrics
+
+    cache = run_dir / "shifts.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    trained = load_trained_model(best)
+    views = (
+        trained.config.get("tta", {}).get("views", "none") if trained.config.get("tta") else "none"
+    )
+    bf16 = "bf16" in str(trained.config["trainer"].get("precision"))
+    with np.load(split_root() / "pathmnist.npz") as npz:
+        images, labels = npz["test_images"], npz["test_labels"].ravel()
+    out = {}
+    for name in ["none", *SHIFTS]:
+        shifted = images if name == "none" else apply_shift(images, name)
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with amp:
+            probs = predict_probs(trained, shifted, views=views)
+        out[name] = {
+            k: v for k, v in headline_metrics(labels, probs).items() if k in ("acc", "auc")
+        }
+    cache.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def table() -> None:
+    """results.json (every run) and results.md (mean ± std per row) beside this script."""
+    from pathlab.data.shifts import SHIFTS
+
+    runs = {}
+    for row in ROWS:
+        for run_dir in sorted((out_dir() / "runs" / row).glob("seed*")):
+            summary = run_dir / "metrics.json"
+            if not (summary.is_file() and (run_dir / "wall.json").is_file()):
+                continue
+            m = json.loads(summary.read_text())
+            shifts = shifted_metrics(run_dir)
+            runs.setdefault(row, []).append(
+                {
+                    "seed": m["seed"],
+                    "wall_s": json.loads((run_dir / "wall.json").read_text())["wall_s"],
+                    "val_acc": m["metrics"]["val/acc"],
+                    "test_acc": m["metrics"]["test/acc"],
+                    "test_auc": m["metrics"]["test/auc"],
+                    "test_acc_no_tta": m["metrics"]["test/acc_no_tta"],
+                    "shift_acc": {k: v["acc"] for k, v in shifts.items() if k != "none"},
+                    "clean_acc_recomputed": shifts["none"]["acc"],
+                }
+            )
+    here = Path(__file__).parent
+    (here / "results.json").write_text(json.dumps(runs, indent=1) + "\n")
+    head = "| row | what changes | val ACC | test ACC | test AUC | ACC no TTA | worst shift ACC | wall s |"
+    lines = [head, "|" + "---|" * 8]
+    for row, rs in runs.items():
+        worst = [min(r["shift_acc"].values()) for r in rs]
+        lines.append(
+            f"| {row} | {ROWS[row][0]} | {_mean_std([r['val_acc'] for r in rs])} "
+            f"| {_mean_std([r['test_acc'] for r in rs])} | {_mean_std([r['test_auc'] for r in rs], 4)} "
+            f"| {_mean_std([r['test_acc_no_tta'] for r in rs])} | {_mean_std(worst)} "
+            f"| {_mean_std([r['wall_s'] for r in rs], 0)} |"
+        )
+    lines += ["", "Test ACC on each stain-shifted copy of the test split (mean over seeds):", ""]
+    lines += ["| row | clean | " + " | ".join(SHIFTS) + " |", "|" + "---|" * (len(SHIFTS) + 2)]
+    for row, rs in runs.items():
+        cells = [statistics.mean(r["test_acc"] for r in rs)]
+        cells += [statistics.mean(r["shift_acc"][k] for r in rs) for k in SHIFTS]
+        lines.append(f"| {row} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    (here / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["run", "table"])
+    parser.add_argument("rows", nargs="*")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    if args.command == "run":
+        for row in args.rows:
+            for seed in args.seeds:
+                run_one(row, seed)
+    else:
+        table()
+
+
+if __name__ == "__main__":
+    main()
