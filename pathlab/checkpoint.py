@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
+from pathlab.data.augment import Normalize
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import CheckpointError
 
@@ -28,6 +29,11 @@ class TrainedModel:
     std: list[float] | None
     config: dict[str, Any]
     path: Path
+    normalize: str = "dataset"  # data.normalize of the run: dataset stats or per image
+
+    def normalizer(self) -> Normalize:
+        """The run's normalisation of float images in [0, 1]."""
+        return Normalize(self.mean, self.std, self.normalize)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -89,7 +95,15 @@ def load_trained_model(path: str | Path) -> TrainedModel:
             + " ".join(first)
         ) from None
     state = _data_state(ckpt)
-    return TrainedModel(net.eval(), info, state.get("mean"), state.get("std"), config, Path(path))
+    return TrainedModel(
+        net.eval(),
+        info,
+        state.get("mean"),
+        state.get("std"),
+        config,
+        Path(path),
+        state.get("normalize", "dataset"),
+    )
 
 
 def check_same_data(trained: TrainedModel, info: DatasetInfo) -> None:
@@ -111,5 +125,7 @@ def with_checkpoint_normalisation(datamodule, trained: TrainedModel):
     """The DataModule, normalising with the training run's stats saved in the checkpoint."""
     check_same_data(trained, datamodule.info)
     if trained.mean is not None:
-        datamodule.load_state_dict({"mean": trained.mean, "std": trained.std})
+        datamodule.load_state_dict(
+            {"mean": trained.mean, "std": trained.std, "normalize": trained.normalize}
+        )
     return datamodule

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from pathlab.checkpoint import TrainedModel
-from pathlab.data.augment import Normalize
 from pathlab.errors import ConfigError
 from pathlab.fileio import atomic_write, atomic_write_text
 from pathlab.metrics import probabilities
@@ -41,7 +40,7 @@ class DeployedClassifier(nn.Module):
         if input_dtype not in INPUT_DTYPES:
             raise ConfigError(f"input_dtype={input_dtype!r} is unknown; use uint8 or float32.")
         self.net = trained.net.eval()
-        self.normalize = Normalize(trained.mean, trained.std)
+        self.normalize = trained.normalizer()
         self.scale = 255.0 if input_dtype == "uint8" else 1.0
         self.multi_label = trained.info.multi_label
 
@@ -89,7 +88,12 @@ def sidecar(trained: TrainedModel, input_dtype: str, file: str) -> dict[str, Any
             "range": "0..255" if input_dtype == "uint8" else "0..1",
             "batch": "dynamic",
         },
-        "normalisation": {"mean": trained.mean, "std": trained.std, "embedded": True},
+        "normalisation": {
+            "mode": trained.normalize,  # dataset: the mean and std below; per_image: each image's own
+            "mean": trained.mean,
+            "std": trained.std,
+            "embedded": True,
+        },
         "output": "sigmoid per label" if info.multi_label else "softmax over classes",
         "symmetry": info.symmetry,
         "checkpoint": str(trained.path),

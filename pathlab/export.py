@@ -18,7 +18,6 @@ from rich.console import Console
 from pathlab.checkpoint import load_trained_model
 from pathlab.cli import run_task
 from pathlab.config import CONF_DIR
-from pathlab.data.augment import Normalize
 from pathlab.deploy import FORMATS, example_input, export, run_exported
 from pathlab.errors import ConfigError, PathlabError
 from pathlab.fileio import atomic_write_json
@@ -34,7 +33,7 @@ def lightning_probs(trained, images: torch.Tensor, input_dtype: str) -> np.ndarr
     model = PathClassifier(trained.net, trained.info, channels_last=False).eval()
     x = images.float() / (255.0 if input_dtype == "uint8" else 1.0)
     with torch.no_grad():
-        return model.probs(Normalize(trained.mean, trained.std)(x)).numpy()
+        return model.probs(trained.normalizer()(x)).numpy()
 
 
 def export_model(cfg: DictConfig) -> dict[str, Any]:

@@ -25,7 +25,9 @@ from tests.test_tasks import TINY, official_npz
 def model_probs(ckpt, images: np.ndarray) -> np.ndarray:
     """The trained network on uint8 (N, H, W, C) arrays, normalised as in training."""
     trained = load_trained_model(ckpt)
-    x = Normalize(trained.mean, trained.std)(to_float_nchw(torch.from_numpy(images)))
+    x = Normalize(trained.mean, trained.std, trained.normalize)(
+        to_float_nchw(torch.from_numpy(images))
+    )
     with torch.no_grad():
         return probabilities(trained.net(x), trained.info.multi_label).numpy()
 
@@ -155,6 +157,42 @@ def test_export_parity(test_images, tmp_path, fmt):
         got = run_exported(path, fmt, x)
         assert got.shape == (n, 9)
         assert np.abs(got - model_probs(ckpt, images[:n])).max() <= 1e-4
+
+
+def test_per_image_normalisation_is_carried_into_eval_predict_and_export(tmp_path):
+    official_npz(tmp_path / "data", "pathmnist")
+    run_dir = tmp_path / "train"
+    trained = run_and_read(
+        "pathlab.train",
+        run_dir,
+        f"data.root={tmp_path / 'data'}",
+        "data.normalize=per_image",
+        *TINY,
+    )
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    assert load_trained_model(ckpt).normalize == "per_image"
+    evaluated = run_and_read(
+        "pathlab.eval",
+        tmp_path / "eval",
+        f"ckpt_path={ckpt}",
+        f"data.root={tmp_path / 'data'}",
+        "data.download=false",
+    )
+    assert evaluated["metrics"]["test/acc"] == pytest.approx(
+        trained["metrics"]["test/acc"], abs=1e-6
+    )
+    done = run_cli(
+        "pathlab.export", f"ckpt_path={ckpt}", "format=onnx", f"hydra.run.dir={tmp_path / 'export'}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sidecar = json.loads((tmp_path / "export" / "model.onnx.json").read_text())
+    assert sidecar["normalisation"]["mode"] == "per_image"
+    images = load_npz(tmp_path / "data" / "pathmnist.npz", DatasetInfo.create("pathmnist"))[
+        "test"
+    ].images.numpy()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    exported = run_exported(tmp_path / "export" / "model.onnx", "onnx", x)
+    assert np.abs(exported - model_probs(ckpt, images)).max() <= 1e-4
 
 
 @pytest.mark.parametrize("flag", ["organamnist", "chestmnist"])

@@ -38,6 +38,14 @@ COLOUR = [
     "data.augment.brightness=0.1",
     "data.augment.contrast=0.1",
 ]
+COLOUR_STRONG = [
+    "data.augment.stain_jitter=0.2",
+    "data.augment.hue=0.06",
+    "data.augment.saturation=0.5",
+    "data.augment.gamma=0.35",
+    "data.augment.brightness=0.15",
+    "data.augment.contrast=0.2",
+]
 ROWS: dict[str, tuple[str, list[str]]] = {
     "medmnist_v2": (
         "MedMNIST v2 ResNet-18 (28): Adam, 100 epochs, no augmentation, no TTA",
@@ -52,6 +60,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "colour": (
         "+ colour: HED 0.1, hue 0.04, saturation 0.25, gamma 0.25, brightness/contrast 0.1",
         [*BASE, *COLOUR],
+    ),
+    "colour_strong": (
+        "+ strong colour: HED 0.2, hue 0.06, saturation 0.5, gamma 0.35, brightness 0.15, contrast 0.2",
+        [*BASE, *COLOUR_STRONG],
     ),
     "smoothing": ("+ label smoothing 0.1", [*BASE, "loss.label_smoothing=0.1"]),
     "ema": ("+ EMA of the weights, decay 0.98", [*BASE, EMA]),

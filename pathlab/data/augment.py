@@ -306,11 +306,25 @@ class BatchMix(nn.Module):
         return f"mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, prob={self.prob}"
 
 
-class Normalize(nn.Module):
-    """Per-channel (x - mean) / std with the train split's statistics."""
+NORMALIZATIONS = ("dataset", "per_image")
+PER_IMAGE_STD_FLOOR = 0.05  # near-uniform patches (background) keep their noise small
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std.
+
+    mode "dataset": the train split's statistics (mean, std). "per_image": each image's own
+    channel mean and std (std floored at 0.05): a scanner's brightness, white balance (gain per
+    channel) and contrast cancel out, the colour robustness lever of experiments/recipe.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], mode: str = "dataset"):
         super().__init__()
+        if mode not in NORMALIZATIONS:
+            raise ConfigError(
+                f"data.normalize={mode!r} is unknown; use one of {', '.join(NORMALIZATIONS)}."
+            )
+        self.mode = mode
         self.register_buffer(
             "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
@@ -319,4 +333,11 @@ class Normalize(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "per_image":
+            mean = x.mean((2, 3), keepdim=True)
+            std = x.std((2, 3), keepdim=True, unbiased=False).clamp_min(PER_IMAGE_STD_FLOOR)
+            return (x - mean) / std
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"

@@ -100,7 +100,8 @@ class MedMNISTDataModule(L.LightningDataModule):
     root: folder of the npz (None: medmnist's ~/.medmnist). download: let medmnist fetch and
     MD5-check it. synthetic: `write_synthetic_npz` arguments to draw the built-in look-alike
     into `root` instead. *_limit / limit_mode: quick-run subsets. augment: a BatchAugment for
-    training batches only. mixing: a BatchMix (MixUp/CutMix) of training batches, after augment. test_split: what the test loader serves (eval on "val" uses it).
+    training batches only. mixing: a BatchMix (MixUp/CutMix) of training batches, after augment.
+    normalize: "dataset" (the train split's channel stats) or "per_image" (each image's own). test_split: what the test loader serves (eval on "val" uses it).
     seed: the training order of epoch e is a permutation drawn from (seed, e) alone.
     device_resident: hold the arrays on the GPU when training there (PathMNIST-28 is 0.3 GB).
     """
@@ -125,6 +126,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         limit_seed: int = 0,
         augment: BatchAugment | None = None,
         mixing: BatchMix | None = None,
+        normalize: str = "dataset",
         synthetic: dict[str, int] | None = None,
         device_resident: bool = True,
         num_workers: int = 0,
@@ -168,6 +170,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.limits = {"train": train_limit, "val": val_limit, "test": test_limit}
         self.limit_mode, self.limit_seed = limit_mode, limit_seed
         self.augment, self.mixing = augment, mixing
+        self.normalize_mode = normalize
+        Normalize([0.0], [1.0], normalize)  # an unknown mode is refused here, before any data
         self.synthetic = dict(synthetic) if synthetic else None
         self.device_resident, self.num_workers = device_resident, num_workers
         self.test_split, self.seed = test_split, seed
@@ -200,7 +204,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         loaded = load_npz(path, self.info)
         if self.mean is None:  # a checkpoint's stats (load_state_dict) win over recomputing
             self.mean, self.std = cached_channel_stats(path, loaded["train"].images)
-        self.normalize = Normalize(self.mean, self.std)
+        self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
         for split in SPLITS:
             keep = limit_indices(
                 loaded[split].labels, self.limits[split], self.limit_mode, self.limit_seed
@@ -323,12 +327,18 @@ class MedMNISTDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the normalisation and the data set's identity."""
-        return {"mean": self.mean, "std": self.std, "info": self.info.to_dict()}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "normalize": self.normalize_mode,
+            "info": self.info.to_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("mean") is not None:
             self.mean, self.std = state_dict["mean"], state_dict["std"]
-            self.normalize = Normalize(self.mean, self.std)
+            self.normalize_mode = state_dict.get("normalize", "dataset")
+            self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
 
 
 PathMNISTDataModule = MedMNISTDataModule  # the name of pathlab 0.1; PathMNIST is the default flag

@@ -130,11 +130,33 @@ def test_synthetic_is_drawn_once_into_root(tmp_path):
 def test_state_dict_carries_normalisation(synthetic_root):
     """A checkpoint's stats are used as saved, not recomputed from whatever data is loaded."""
     dm = make(synthetic_root)
-    assert dm.state_dict() == {"mean": dm.mean, "std": dm.std, "info": PATH.to_dict()}
+    assert dm.state_dict() == {
+        "mean": dm.mean,
+        "std": dm.std,
+        "normalize": "dataset",
+        "info": PATH.to_dict(),
+    }
     other = PathMNISTDataModule(root=str(synthetic_root), download=False)
-    other.load_state_dict({"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]})
+    other.load_state_dict(
+        {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5], "normalize": "per_image"}
+    )
     other.setup()
     assert other.mean == [0.1, 0.2, 0.3] and other.std == [0.5, 0.5, 0.5]
+    assert other.normalize.mode == "per_image"
+
+
+def test_per_image_normalisation_cancels_gain_and_offset(synthetic_root):
+    from pathlab.data.augment import Normalize
+
+    x = torch.rand(8, 3, 28, 28) * 0.5 + 0.25
+    per_image = Normalize([0.5] * 3, [0.2] * 3, "per_image")
+    gain = torch.tensor([0.9, 1.0, 1.1]).view(1, 3, 1, 1)
+    assert torch.allclose(per_image(x * gain + 0.03), per_image(x), atol=1e-4)
+    assert torch.allclose(per_image(x).mean((2, 3)), torch.zeros(8, 3), atol=1e-5)
+    flat = torch.full((1, 3, 4, 4), 0.9)  # a uniform patch stays finite (std floor)
+    assert torch.isfinite(per_image(flat)).all()
+    with pytest.raises(ConfigError, match="data.normalize='imagenet'"):
+        make(synthetic_root, normalize="imagenet")
 
 
 def test_mixing_only_on_training_batches_and_carries_partner_labels(synthetic_root):
