@@ -10,7 +10,7 @@ ARGS ?=
 EXPLORE_DATA ?= data=synthetic
 SWEEP_DIR ?= outputs/sweep_demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: help install demo train test test-fast lint format bench sweep ablation explore docs-figures strip-notebooks tensorboard clean
+.PHONY: help install demo train test test-fast lint format bench sweep ablation recipe explore docs-figures strip-notebooks tensorboard clean
 
 help:
 	@echo "make demo         train + test a short run offline on synthetic data, print the report"
@@ -18,6 +18,7 @@ help:
 	@echo "make train ARGS='model=resnet18 loss=focal'   any training run"
 	@echo "make sweep        a small demo sweep (CE vs focal x 2 seeds, synthetic) and its summary table"
 	@echo "make ablation     experiments/loss_ablation (CE vs focal x TTA x 3 seeds)"
+	@echo "make recipe       experiments/recipe (the CPU recipe's ablation on the real sample, ~2 h)"
 	@echo "make explore      data figures (EXPLORE_DATA=data=pathmnist for the real set)"
 	@echo "make docs-figures regenerate docs/*.png shown in README.md"
 	@echo "make tensorboard  TensorBoard over outputs/"
@@ -59,6 +60,11 @@ sweep: $(STAMP)
 
 ablation: $(STAMP)
 	experiments/loss_ablation/run.sh
+
+RECIPE_ROWS ?= fast_cpu medmnist_v2 default base translate colour colour_strong per_image smoothing ema mix sgd batch64 epochs80 fast_cpu_e60 fast_cpu_colour
+recipe: $(STAMP)
+	$(PY) experiments/recipe/study.py run $(RECIPE_ROWS)
+	$(PY) experiments/recipe/study.py table
 
 explore: $(STAMP)
 	$(PY) -m pathlab.explore $(EXPLORE_DATA) $(ARGS)

@@ -113,9 +113,12 @@ def _best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:
 # own hint leads to) would otherwise add an unused key and train the default silently.
 KNOWN_KEYS = {
     "data", "model", "loss", "optim", "scheduler", "tta", "trainer", "logger", "callbacks",
-    "paths", "task_name", "tags", "seed", "ckpt_path", "optimized_metric", "test",
+    "paths", "task_name", "tags", "seed", "ckpt_path", "optimized_metric", "test", "test_checkpoint",
     "channels_last", "threads", "compile", "hydra", "experiment", "hparams_search",
 }  # fmt: skip
+
+
+TEST_CHECKPOINTS = ("best", "last")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -132,6 +135,11 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(
             f"optimized_metric={cfg.optimized_metric} is not logged; use one of {', '.join(VAL_METRICS)} "
             "(never a test metric)."
+        )
+    if cfg.get("test_checkpoint", "best") not in TEST_CHECKPOINTS:
+        problems.append(
+            f"test_checkpoint={cfg.test_checkpoint} is unknown; use best (the best epoch on "
+            "optimized_metric) or last (the final epoch)."
         )
     lr, decay = cfg.optim.get("lr"), cfg.optim.get("weight_decay", 0.0)
     if lr is None or not lr > 0:
@@ -213,8 +221,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best_path = checkpoint.best_model_path if checkpoint else ""
     best_val = _best_row(model.val_history, cfg.optimized_metric)
     diverged = not math.isfinite(best_val.get(cfg.optimized_metric, math.nan))
+    last_path = _existing(run_dir / "checkpoints" / "last.ckpt")
+    tested = last_path if cfg.get("test_checkpoint") == "last" else best_path
     if cfg.get("test") and not diverged:
-        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested or None, verbose=False)
 
     info = datamodule.info
     summary = {
@@ -235,7 +245,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "val_last_epoch": model.val_history[-1] if model.val_history else {},
         "best_checkpoint": best_path or None,
-        "last_checkpoint": _existing(run_dir / "checkpoints" / "last.ckpt"),
+        "last_checkpoint": last_path,
+        "tested_checkpoint": (tested or "final weights") if cfg.get("test") else None,
         "seed": cfg.seed,
         "overrides": _overrides(),
         "resumed_from": ckpt_path,
@@ -258,7 +269,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.loggers,
             step=trainer.global_step,
             params=OmegaConf.to_container(cfg, resolve=True),
-            details={"checkpoint": best_path or "final weights", "seed": cfg.seed},
+            details={"checkpoint": tested or "final weights", "seed": cfg.seed},
             title=f"{cfg.task_name}: best epoch {summary['best_epoch']}",
         )
     if diverged:

@@ -219,3 +219,19 @@ def test_ema_weights_validate_are_saved_and_tested(tmp_path, cache_dir):
     )
     for key in ("test/acc", "test/auc"):
         assert evaluated["metrics"][key] == pytest.approx(metrics["metrics"][key], abs=1e-6)
+
+
+def test_test_checkpoint_last_tests_the_final_epoch(tmp_path, cache_dir):
+    run_dir = tmp_path / "last"
+    metrics = run_and_read("pathlab.train", run_dir, *TINY_RUN, "test_checkpoint=last")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert metrics["tested_checkpoint"] == str(last)
+    assert torch.load(last, weights_only=False)["epoch"] == 1  # the second (final) epoch
+    evaluated = run_and_read("pathlab.eval", tmp_path / "eval", f"ckpt_path={last}", *TINY_RUN[:4])
+    assert evaluated["metrics"]["test/acc"] == pytest.approx(
+        metrics["metrics"]["test/acc"], abs=1e-6
+    )
+    done = run_cli(
+        "pathlab.train", *TINY_RUN, "test_checkpoint=final", f"hydra.run.dir={tmp_path / 'bad'}"
+    )
+    assert done.returncode == 2 and "test_checkpoint=final is unknown" in done.stderr

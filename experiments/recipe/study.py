@@ -46,6 +46,12 @@ COLOUR_STRONG = [
     "data.augment.brightness=0.15",
     "data.augment.contrast=0.2",
 ]
+COLOUR_MILD = [
+    "data.augment.saturation=0.6",
+    "data.augment.gamma=0.25",
+    "data.augment.brightness=0.1",
+    "data.augment.contrast=0.1",
+]
 ROWS: dict[str, tuple[str, list[str]]] = {
     "medmnist_v2": (
         "MedMNIST v2 ResNet-18 (28): Adam, 100 epochs, no augmentation, no TTA",
@@ -65,11 +71,36 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "+ strong colour: HED 0.2, hue 0.06, saturation 0.5, gamma 0.35, brightness 0.15, contrast 0.2",
         [*BASE, *COLOUR_STRONG],
     ),
+    "per_image": (
+        "+ per-image standardisation (data.normalize=per_image)",
+        [*BASE, "data.normalize=per_image"],
+    ),
+    "robust": (
+        "+ per-image standardisation and mild colour: saturation 0.6, gamma 0.25, brightness/contrast 0.1",
+        [*BASE, "data.normalize=per_image", *COLOUR_MILD],
+    ),
     "smoothing": ("+ label smoothing 0.1", [*BASE, "loss.label_smoothing=0.1"]),
     "ema": ("+ EMA of the weights, decay 0.98", [*BASE, EMA]),
     "mix": ("+ MixUp (0.2) / CutMix (1.0) on half the batches", [*BASE, MIX]),
     "sgd": ("SGD-Nesterov, lr 0.1, wd 5e-4, instead of AdamW", [*BASE, "optim=sgd"]),
     "batch64": ("batch 64 instead of 128", [*BASE, "data.batch_size=64"]),
+    "fast_cpu_e60": (
+        "base + translation 2 px + batch 64, 60 epochs, the last epoch tested",
+        ["experiment=fast_cpu", "trainer.max_epochs=60"],
+    ),
+    "fast_cpu": (
+        "the recipe (experiment=fast_cpu): as fast_cpu_e60 with 80 epochs",
+        ["experiment=fast_cpu"],
+    ),
+    "fast_cpu_w48": (
+        "fast_cpu_e60 at width 48, 40 epochs",
+        ["experiment=fast_cpu", "model.width=48", "trainer.max_epochs=40"],
+    ),
+    "fast_cpu_colour": (
+        "fast_cpu + mild colour jitter (robustness)",
+        ["experiment=fast_cpu", *COLOUR_MILD, "data.augment.stain_jitter=0.1"],
+    ),
+    "batch32": ("batch 32 instead of 128 (4x the optimiser steps)", [*BASE, "data.batch_size=32"]),
     "onecycle": (
         "one-cycle schedule (lr 0.003) instead of warm-up + cosine",
         [*BASE, "scheduler=onecycle", "optim.lr=0.003"],
@@ -95,7 +126,7 @@ def split_root() -> Path:
     return root
 
 
-def run_one(row: str, seed: int) -> None:
+def run_one(row: str, seed: int, rows: dict[str, tuple[str, list[str]]] = ROWS) -> None:
     run_dir = out_dir() / "runs" / row / f"seed{seed}"
     done = run_dir / "metrics.json"
     if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
@@ -108,9 +139,9 @@ def run_one(row: str, seed: int) -> None:
         f"data.root={split_root()}",
         f"hydra.run.dir={run_dir}",
         f"seed={seed}",
-        *ROWS[row][1],
+        *rows[row][1],
     ]
-    print(f"[{time.strftime('%H:%M:%S')}] {row} seed {seed}: {' '.join(ROWS[row][1])}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {row} seed {seed}: {' '.join(rows[row][1])}", flush=True)
     started = time.perf_counter()
     result = subprocess.run(
         cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -124,7 +155,20 @@ def run_one(row: str, seed: int) -> None:
     print(f"   acc {m['test/acc']:.3f} auc {m['test/auc']:.4f} wall {wall:.0f} s", flush=True)
 
 
-def shifted_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
+# rows whose runs are also tested on the stain-shifted copies (16k forward passes a run, with D4 TTA)
+SHIFT_ROWS = {
+    "medmnist_v2",
+    "default",
+    "base",
+    "colour",
+    "colour_strong",
+    "per_image",
+    "fast_cpu",
+    "fast_cpu_colour",
+}
+
+
+def shifted_metrics(run_dir: Path, shifts: bool = True) -> dict[str, dict[str, float]]:
     """Test ACC/AUC of the run's best.ckpt on every stain-shifted copy of the test split, with
     the run's TTA and precision (cached in <run dir>/shifts.json)."""
     import contextlib
@@ -139,9 +183,13 @@ def shifted_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
 
     cache = run_dir / "shifts.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
-    best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
-    trained = load_trained_model(best)
+        cached = json.loads(cache.read_text())
+        if not shifts or all(s in cached for s in SHIFTS):
+            return cached
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    tested = Path(summary.get("tested_checkpoint") or summary["best_checkpoint"]).name
+    trained = load_trained_model(run_dir / "checkpoints" / tested)  # (run dirs may have moved)
+    last = load_trained_model(run_dir / "checkpoints" / "last.ckpt")
     views = (
         trained.config.get("tta", {}).get("views", "none") if trained.config.get("tta") else "none"
     )
@@ -149,11 +197,13 @@ def shifted_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
     with np.load(split_root() / "pathmnist.npz") as npz:
         images, labels = npz["test_images"], npz["test_labels"].ravel()
     out = {}
-    for name in ["none", *SHIFTS]:
-        shifted = images if name == "none" else apply_shift(images, name)
+    # "none": the tested checkpoint on the clean split; "last_epoch": last.ckpt on it
+    todo = [("none", trained), ("last_epoch", last), *((s, trained) for s in SHIFTS if shifts)]
+    for name, model in todo:
+        shifted = apply_shift(images, name) if name in SHIFTS else images
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with amp:
-            probs = predict_probs(trained, shifted, views=views)
+            probs = predict_probs(model, shifted, views=views)
         out[name] = {
             k: v for k, v in headline_metrics(labels, probs).items() if k in ("acc", "auc")
         }
@@ -179,7 +229,7 @@ def table() -> None:
             if not (summary.is_file() and (run_dir / "wall.json").is_file()):
                 continue
             m = json.loads(summary.read_text())
-            shifts = shifted_metrics(run_dir)
+            shifts = shifted_metrics(run_dir, shifts=row in SHIFT_ROWS)
             runs.setdefault(row, []).append(
                 {
                     "seed": m["seed"],
@@ -188,25 +238,34 @@ def table() -> None:
                     "test_acc": m["metrics"]["test/acc"],
                     "test_auc": m["metrics"]["test/auc"],
                     "test_acc_no_tta": m["metrics"]["test/acc_no_tta"],
-                    "shift_acc": {k: v["acc"] for k, v in shifts.items() if k != "none"},
+                    "last_epoch_acc": shifts["last_epoch"]["acc"],
+                    "last_epoch_auc": shifts["last_epoch"]["auc"],
+                    "shift_acc": {k: v["acc"] for k, v in shifts.items() if k in SHIFTS} or None,
                     "clean_acc_recomputed": shifts["none"]["acc"],
                 }
             )
     here = Path(__file__).parent
     (here / "results.json").write_text(json.dumps(runs, indent=1) + "\n")
-    head = "| row | what changes | val ACC | test ACC | test AUC | ACC no TTA | worst shift ACC | wall s |"
-    lines = [head, "|" + "---|" * 8]
+    head = (
+        "| row | what changes | val ACC | test ACC | test AUC | ACC no TTA "
+        "| last-epoch ACC | last-epoch AUC | worst shift ACC | wall s |"
+    )
+    lines = [head, "|" + "---|" * 10]
     for row, rs in runs.items():
-        worst = [min(r["shift_acc"].values()) for r in rs]
+        worst = [min(r["shift_acc"].values()) for r in rs if r["shift_acc"]]
         lines.append(
             f"| {row} | {ROWS[row][0]} | {_mean_std([r['val_acc'] for r in rs])} "
             f"| {_mean_std([r['test_acc'] for r in rs])} | {_mean_std([r['test_auc'] for r in rs], 4)} "
-            f"| {_mean_std([r['test_acc_no_tta'] for r in rs])} | {_mean_std(worst)} "
+            f"| {_mean_std([r['test_acc_no_tta'] for r in rs])} "
+            f"| {_mean_std([r['last_epoch_acc'] for r in rs])} "
+            f"| {_mean_std([r['last_epoch_auc'] for r in rs], 4)} | {_mean_std(worst)} "
             f"| {_mean_std([r['wall_s'] for r in rs], 0)} |"
         )
     lines += ["", "Test ACC on each stain-shifted copy of the test split (mean over seeds):", ""]
     lines += ["| row | clean | " + " | ".join(SHIFTS) + " |", "|" + "---|" * (len(SHIFTS) + 2)]
     for row, rs in runs.items():
+        if row not in SHIFT_ROWS:
+            continue
         cells = [statistics.mean(r["test_acc"] for r in rs)]
         cells += [statistics.mean(r["shift_acc"][k] for r in rs) for k in SHIFTS]
         lines.append(f"| {row} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
@@ -219,11 +278,22 @@ def main() -> None:
     parser.add_argument("command", choices=["run", "table"])
     parser.add_argument("rows", nargs="*")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--queue", type=Path, help="a file of row names, read again before each run"
+    )
     args = parser.parse_args()
     if args.command == "run":
-        for row in args.rows:
-            for seed in args.seeds:
-                run_one(row, seed)
+        import runpy
+
+        done: set[tuple[str, int]] = set()
+        while True:
+            rows = args.queue.read_text().split() if args.queue else args.rows
+            todo = [(r, s) for r in rows for s in args.seeds if (r, s) not in done]
+            if not todo:
+                break
+            # rows added to this file while a queue runs are picked up too
+            run_one(*todo[0], rows=runpy.run_path(__file__)["ROWS"])
+            done.add(todo[0])
     else:
         table()
 
