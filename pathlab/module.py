@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import SumMetric
 
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import TrainingDiverged
@@ -65,11 +65,10 @@ class PathClassifier(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last, self.compile_net = channels_last, compile
         self.train_correct, self.train_seen = SumMetric(), SumMetric()
-        self.val_loss = MeanMetric()
         self.tta = tta or TestTimeAugmentation("none")
         self.val_history: list[dict[str, float]] = []
         self.predictions: Predictions | None = None
-        self._val_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._test_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # --- set-up -----------------------------------------------------------------------------
@@ -146,8 +145,7 @@ class PathClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, index = batch
         logits = self(x).float()
-        self._val_batches.append((probabilities(logits, self.info.multi_label), y, index))
-        self.val_loss.update(self.criterion(logits, y), weight=len(y))
+        self._val_batches.append((logits, y, index))
 
     def _gathered(self, batches: list[tuple[torch.Tensor, ...]]) -> list:
         """Each column of the batches over all processes, every image once, in split order.
@@ -164,10 +162,13 @@ class PathClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """The split's metrics at once, by the same definitions as the test report."""
-        probs, labels, _ = self._gathered(self._val_batches)
+        logits, labels, _ = self._gathered(self._val_batches)
         self._val_batches = []
-        loss = self.val_loss.compute()
-        self.val_loss.reset()
+        # the loss over the whole split at once, every image once (under DDP too)
+        with torch.no_grad():
+            logits_t = torch.from_numpy(logits).to(self.device)
+            loss = self.criterion(logits_t, torch.from_numpy(labels).to(self.device)).cpu()
+            probs = probabilities(logits_t, self.info.multi_label).cpu().numpy()
         if torch.isfinite(loss) and np.isfinite(probs).all():
             metrics = headline_metrics(labels, probs)
         else:  # diverged: AUROC of NaN scores is no signal

@@ -206,3 +206,19 @@ def test_unknown_flag_needs_the_identity_of_the_file(compose_cfg):
     data = instantiate(cfg.data)
     assert data.info.class_names == ("a", "b", "c", "d") and data.info.symmetry == "none"
     assert cfg.model.num_classes == 4 and cfg.model.in_channels == 1
+
+
+def test_recipe_presets(compose_cfg):
+    """fast_cpu is the measured CPU recipe; the GPU presets build on the same levers."""
+    fast = compose_cfg(["experiment=fast_cpu"])
+    assert (fast.model.stem, fast.model.width, fast.data.batch_size) == ("cifar", 32, 64)
+    assert fast.trainer.max_epochs == 80 and fast.test_checkpoint == "last"
+    assert fast.data.augment.translate == 2 and fast.tta.views == "d4"
+    default = compose_cfg([])
+    assert default.data.augment.translate == 2 and default.test_checkpoint == "best"
+    assert compose_cfg(["data.flag=chestmnist"]).data.augment.translate == 0
+    for name, size in (("pathmnist_28", 28), ("pathmnist_64", 64)):
+        gpu = compose_cfg([f"experiment={name}"])
+        assert gpu.trainer.accelerator == "gpu" and gpu.data.size == size
+        assert gpu.model.stem == "cifar" and gpu.model.width == 64
+        assert gpu.data.augment.translate == size // 14 and gpu.data.augment.saturation > 0

@@ -61,6 +61,20 @@ def test_ddp_on_two_cpu_processes_counts_every_image_once(tmp_path, cache_dir):
         assert val["metrics"][name] == pytest.approx(trained["metrics"][name], abs=1e-6), name
     report = json.loads((run_dir / "report.json").read_text())
     assert report["overall"]["n"] == 99
+    # val/loss too is over the 101 val images once each: cross-entropy of the best checkpoint
+    from pathlab.checkpoint import load_trained_model
+    from pathlab.data.augment import to_float_nchw
+
+    model = load_trained_model(ckpt)
+    with np.load(trained["reproduce"]["data_file"]) as npz:
+        images, labels = npz["val_images"], npz["val_labels"].ravel()
+    with torch.no_grad():
+        logits = model.net(model.normalizer()(to_float_nchw(torch.from_numpy(images))))
+    expected = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels).long())
+    assert trained["metrics"]["val/loss"] == pytest.approx(float(expected), abs=1e-5)
+    # data.batch_size is per process and the learning rate is not rescaled: 2 processes x 200
+    # images in batches of 50 make 4 optimiser steps an epoch (one process: 8)
+    assert trained["global_step"] == 2 * (400 // 2 // 50)
 
 
 def _start(run_dir, *args) -> subprocess.Popen:
