@@ -57,7 +57,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "MedMNIST v2 ResNet-18 (28): Adam, 100 epochs, no augmentation, no TTA",
         ["experiment=medmnist_v2"],
     ),
-    "default": ("the default before the study: cifar stem, width 64, 30 epochs", []),
+    "default": (
+        "the default before the study: cifar stem, width 64, 30 epochs, no translation",
+        ["data.augment.translate=0"],
+    ),
     "base": ("width 32, 40 epochs (the study's base)", BASE),
     "translate": (
         "+ random translation, 2 px, reflect-filled",
@@ -95,6 +98,15 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "fast_cpu_w48": (
         "fast_cpu_e60 at width 48, 40 epochs",
         ["experiment=fast_cpu", "model.width=48", "trainer.max_epochs=40"],
+    ),
+    "fast_cpu_robust": (
+        "fast_cpu_colour + white-balance jitter (gain 0.15)",
+        [
+            "experiment=fast_cpu",
+            *COLOUR_MILD,
+            "data.augment.stain_jitter=0.1",
+            "data.augment.gain=0.15",
+        ],
     ),
     "fast_cpu_colour": (
         "fast_cpu + mild colour jitter (robustness)",
@@ -157,6 +169,7 @@ def run_one(row: str, seed: int, rows: dict[str, tuple[str, list[str]]] = ROWS) 
 
 # rows whose runs are also tested on the stain-shifted copies (16k forward passes a run, with D4 TTA)
 SHIFT_ROWS = {
+    "fast_cpu_robust",
     "medmnist_v2",
     "default",
     "base",

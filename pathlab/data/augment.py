@@ -126,6 +126,12 @@ def colour_jitter(
     return x
 
 
+def channel_gain(x: torch.Tensor, amplitude: float, generator: Generator = None) -> torch.Tensor:
+    """A white-balance change: each channel of each image x exp(U(-amplitude, amplitude))."""
+    gains = torch.exp(_symmetric((x.shape[0], x.shape[1], 1, 1), x, amplitude, generator))
+    return (x * gains).clamp(0, 1)
+
+
 def random_translate(x: torch.Tensor, pixels: int, generator: Generator = None) -> torch.Tensor:
     """Shift each image by up to `pixels` in x and y, filling the border by reflection
     (a random crop of the reflect-padded image: same shape and dtype)."""
@@ -166,6 +172,7 @@ class BatchAugment(nn.Module):
     stain_jitter: HED-space jitter strength (0 = off; 0.05 is a common histology choice; RGB only).
     hue / saturation / gamma: colour jitter amplitudes (hue in turns of the colour circle, RGB
     only for hue and saturation; gamma as a log-exponent); 0 = off.
+    gain: white balance, each channel x exp(U(-gain, gain)); 0 = off.
     brightness / contrast: uniform jitter amplitudes (0 = off).
     translate: random shifts of up to this many pixels, reflect-filled (0 = off).
     Every draw comes from the generator passed to forward (the DataModule seeds it from the
@@ -182,6 +189,7 @@ class BatchAugment(nn.Module):
         saturation: float = 0.0,
         gamma: float = 0.0,
         translate: int = 0,
+        gain: float = 0.0,
     ):
         super().__init__()
         for name, value, top in (
@@ -191,6 +199,7 @@ class BatchAugment(nn.Module):
             ("hue", hue, 0.5),
             ("saturation", saturation, 1),
             ("gamma", gamma, 1),
+            ("gain", gain, 1),
         ):
             if not 0 <= value < top:
                 raise ConfigError(
@@ -207,6 +216,7 @@ class BatchAugment(nn.Module):
         self.symmetry, self.stain_jitter = symmetry, stain_jitter
         self.brightness, self.contrast = brightness, contrast
         self.hue, self.saturation, self.gamma, self.translate = hue, saturation, gamma, translate
+        self.gain = gain
 
     def _needs_rgb(self, x: torch.Tensor, name: str) -> None:
         if x.shape[1] != 3:
@@ -224,6 +234,8 @@ class BatchAugment(nn.Module):
             self._needs_rgb(x, "hue")
         if self.hue or self.saturation or self.gamma:
             x = colour_jitter(x, self.hue, self.saturation, self.gamma, generator)
+        if self.gain:
+            x = channel_gain(x, self.gain, generator)
         if self.brightness or self.contrast:
             x = brightness_contrast(x, self.brightness, self.contrast, generator)
         if self.translate:
@@ -242,6 +254,7 @@ class BatchAugment(nn.Module):
             "hue",
             "saturation",
             "gamma",
+            "gain",
             "brightness",
             "contrast",
             "translate",

@@ -159,3 +159,17 @@ def test_mixing_prob_and_determinism():
     assert 70 < sum(mixed) < 130
     with pytest.raises(ConfigError, match="data.mixing.prob=2"):
         BatchMix(prob=2)
+
+
+def test_channel_gain_scales_each_channel_within_its_bound():
+    from pathlab.data.augment import channel_gain
+
+    x = 0.2 + 0.5 * tissue(64)  # no clamping at 1
+    y = channel_gain(x, 0.15, torch.Generator().manual_seed(0))
+    ratio = y.mean((2, 3)) / x.mean((2, 3))  # one gain per image and channel
+    assert torch.allclose(y, x * ratio[..., None, None], atol=1e-5)
+    assert ratio.log().abs().max() <= 0.15 + 1e-5 and ratio.log().abs().max() > 0.1
+    assert ratio.log().mean().abs() < 0.03  # unbiased on average
+    assert torch.equal(y, channel_gain(x, 0.15, torch.Generator().manual_seed(0)))
+    with pytest.raises(ConfigError, match="data.augment.gain=1.5"):
+        BatchAugment(gain=1.5)

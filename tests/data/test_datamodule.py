@@ -170,3 +170,16 @@ def test_mixing_only_on_training_batches_and_carries_partner_labels(synthetic_ro
     assert 0 < lam < 1 and torch.equal(y, batch[1]) and torch.equal(index, batch[2])
     assert sorted(partner.tolist()) == sorted(y.tolist())  # a permutation of the batch's labels
     assert not torch.allclose(x, evaluated[0])
+
+
+def test_the_recipe_augmentations_touch_training_batches_only(synthetic_root):
+    augment = BatchAugment(
+        symmetry="d4", stain_jitter=0.1, hue=0.04, saturation=0.3, gamma=0.25, translate=2
+    )
+    dm = make(synthetic_root, augment=augment)
+    plain = make(synthetic_root)
+    batch = next(iter(dm.val_dataloader()))
+    evaluated = transfer(dm, batch, training=False)[0]
+    assert torch.equal(evaluated, transfer(plain, batch, training=False)[0])
+    trained = transfer(dm, batch, training=True)[0]
+    assert trained.shape == evaluated.shape and not torch.allclose(trained, evaluated)
