@@ -100,7 +100,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         ["experiment=fast_cpu", "model.width=48", "trainer.max_epochs=40"],
     ),
     "fast_cpu_robust": (
-        "fast_cpu_colour + white-balance jitter (gain 0.15)",
+        "fast_cpu_colour + white-balance jitter, gain 0.15 (= experiment=fast_cpu_robust)",
         [
             "experiment=fast_cpu",
             *COLOUR_MILD,
