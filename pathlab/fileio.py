@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -43,6 +45,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_npz(
+    path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = False
+) -> Path:
+    """Arrays under their keys in an npz file, written atomically."""
+    save = np.savez_compressed if compressed else np.savez
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+            save(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

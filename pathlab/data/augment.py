@@ -295,7 +295,7 @@ class BatchMix(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
         n = x.shape[0]
         perm = torch.randperm(n, device=x.device, generator=generator)
-        draw = float(_uniform(2, x, generator)[0])  # [1] kept for a stable draw count
+        draw = float(_uniform(2, x, generator)[0])  # whether and which mix (two drawn, one used)
         modes = [m for m, a in (("mixup", self.mixup_alpha), ("cutmix", self.cutmix_alpha)) if a]
         if not modes or draw >= self.prob:
             return x, perm, 1.0

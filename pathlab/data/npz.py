@@ -19,7 +19,7 @@ import torch
 
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import DataError
-from pathlab.fileio import atomic_write, atomic_write_json
+from pathlab.fileio import atomic_write_json, atomic_write_npz
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +222,4 @@ def resplit_npz(
         arrays[f"{part}_images"], arrays[f"{part}_labels"] = images[keep], labels[keep]
         start = stop
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(Path(dest), write)
+    return atomic_write_npz(dest, arrays)

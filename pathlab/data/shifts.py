@@ -18,7 +18,7 @@ import torch
 
 from pathlab.data.augment import hed_to_rgb, rgb_to_hed, saturate
 from pathlab.errors import ConfigError
-from pathlab.fileio import atomic_write
+from pathlab.fileio import atomic_write_npz
 
 
 def _stain(h: float, e: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -86,8 +86,4 @@ def write_shifted_npz(source: str | Path, dest: str | Path, name: str) -> Path:
     for split in ("val", "test"):
         arrays[f"{split}_images"] = apply_shift(arrays[f"{split}_images"], name)
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(Path(dest), write)
+    return atomic_write_npz(dest, arrays)

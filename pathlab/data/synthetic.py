@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pathlab.fileio import atomic_write
+from pathlab.fileio import atomic_write_npz
 
 if TYPE_CHECKING:
     from pathlab.data.info import DatasetInfo
@@ -398,8 +398,4 @@ def write_synthetic_npz(
     """Draw the data set and write it atomically to `path` in the official npz layout."""
     arrays = synthetic_arrays(n_train, n_val, n_test, seed, info.size if info else size, info)
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
-            np.savez_compressed(f, **arrays)
-
-    return atomic_write(path, write)
+    return atomic_write_npz(path, arrays, compressed=True)
