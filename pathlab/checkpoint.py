@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from pathlab.data.augment import Normalize
+from pathlab.data.colour_match import ColourReference, check_colour_match
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import CheckpointError
 
@@ -30,6 +31,8 @@ class TrainedModel:
     config: dict[str, Any]
     path: Path
     normalize: str = "dataset"  # data.normalize of the run: dataset stats or per image
+    colour_match: str = "none"  # data.colour_match of the run (pathlab.data.colour_match)
+    colour_reference: ColourReference | None = None  # the training colours (older runs: None)
 
     def normalizer(self) -> Normalize:
         """The run's normalisation of float images in [0, 1]."""
@@ -103,6 +106,10 @@ def load_trained_model(path: str | Path) -> TrainedModel:
         config,
         Path(path),
         state.get("normalize", "dataset"),
+        state.get("colour_match", "none"),
+        ColourReference.from_dict(state["colour_reference"])
+        if state.get("colour_reference")
+        else None,
     )
 
 
@@ -121,11 +128,22 @@ def check_same_data(trained: TrainedModel, info: DatasetInfo) -> None:
         )
 
 
-def with_checkpoint_normalisation(datamodule, trained: TrainedModel):
-    """The DataModule, normalising with the training run's stats saved in the checkpoint."""
+def resolve_colour_match(trained: TrainedModel, colour_match: str = "auto") -> str:
+    """colour_match of eval/predict: auto is the run's own (data.colour_match)."""
+    if colour_match == "auto":
+        return trained.colour_match
+    return check_colour_match(colour_match, key="colour_match")
+
+
+def with_checkpoint_normalisation(datamodule, trained: TrainedModel, colour_match: str = "auto"):
+    """The DataModule, normalising with the training run's stats saved in the checkpoint and
+    matching colours as `colour_match` says (auto: as the run did). A checkpoint from before
+    colour matching has no colour reference: the data's own train split gives it."""
     check_same_data(trained, datamodule.info)
+    state = {"colour_match": resolve_colour_match(trained, colour_match)}
     if trained.mean is not None:
-        datamodule.load_state_dict(
-            {"mean": trained.mean, "std": trained.std, "normalize": trained.normalize}
-        )
+        state.update(mean=trained.mean, std=trained.std, normalize=trained.normalize)
+    if trained.colour_reference is not None:
+        state["colour_reference"] = trained.colour_reference.to_dict()
+    datamodule.load_state_dict(state)
     return datamodule

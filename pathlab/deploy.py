@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pathlab.checkpoint import TrainedModel
+from pathlab.checkpoint import TrainedModel, resolve_colour_match
+from pathlab.data.colour_match import ColourTransport, fit_colour_transport
 from pathlab.errors import ConfigError
 from pathlab.fileio import atomic_write, atomic_write_text
 from pathlab.metrics import probabilities
@@ -55,20 +56,47 @@ def predict_probs(
     views: str = "none",
     batch_size: int = 512,
     on_batch: Callable[[int], None] | None = None,
+    colour_match: str = "auto",
 ) -> np.ndarray:
-    """Probabilities (N, classes) of uint8 images (N, H, W, C): batched, TTA-averaged."""
+    """Probabilities (N, classes) of uint8 images (N, H, W, C): batched, TTA-averaged.
+    colour_match=set (auto: the run's data.colour_match) first maps the colours of all the
+    images, as one set, onto the training colours (pathlab.data.colour_match)."""
     model = DeployedClassifier(trained, "float32")
     tta = TestTimeAugmentation(views)
+    colours = set_colour_transport(trained, images, model, batch_size, colour_match)
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start : start + batch_size])
             x = batch.permute(0, 3, 1, 2).float().div_(255.0)  # D4 commutes with normalisation
+            if colours is not None:
+                x = colours(x)
             out.append(tta(model, x))
             if on_batch:
                 on_batch(len(batch))
     classes = trained.info.num_classes
     return torch.cat(out).numpy() if out else np.zeros((0, classes), np.float32)
+
+
+def set_colour_transport(
+    trained: TrainedModel,
+    images: np.ndarray,
+    model: DeployedClassifier,
+    batch_size: int = 512,
+    colour_match: str = "auto",
+) -> ColourTransport | None:
+    """The colour map of the set `images` under colour_match (None: no matching)."""
+    if resolve_colour_match(trained, colour_match) == "none" or not len(images):
+        return None
+    if trained.colour_reference is None:
+        raise ConfigError(
+            f"ckpt_path={trained.path} holds no training colours (written before colour "
+            "matching); pass colour_match=none, or evaluate with pathlab.eval, which takes "
+            "them from the data's train split."
+        )
+    return fit_colour_transport(
+        torch.from_numpy(np.ascontiguousarray(images)), trained.colour_reference, model, batch_size
+    )
 
 
 def sidecar(trained: TrainedModel, input_dtype: str, file: str) -> dict[str, Any]:
@@ -94,6 +122,9 @@ def sidecar(trained: TrainedModel, input_dtype: str, file: str) -> dict[str, Any
             "std": trained.std,
             "embedded": True,
         },
+        # set: the run matched a whole set's colours to its training colours before predicting
+        # (pathlab.data.colour_match); this file does not: pathlab.predict does
+        "colour_match": {"mode": trained.colour_match, "embedded": False},
         "output": "sigmoid per label" if info.multi_label else "softmax over classes",
         "symmetry": info.symmetry,
         "checkpoint": str(trained.path),

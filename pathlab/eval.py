@@ -24,7 +24,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     trained = load_trained_model(cfg.ckpt_path)
-    datamodule = with_checkpoint_normalisation(instantiate(cfg.data, test_split=cfg.split), trained)
+    datamodule = with_checkpoint_normalisation(
+        instantiate(cfg.data, test_split=cfg.split), trained, cfg.get("colour_match", "auto")
+    )
     model = PathClassifier(
         net=trained.net,
         info=datamodule.info,
@@ -41,6 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(cfg.ckpt_path),
         "split": cfg.split,
         "tta": model.tta.name,
+        "colour_match": datamodule.colour_match_summary(),
         "seed": cfg.seed,
     }
     if trainer.is_global_zero:

@@ -179,6 +179,15 @@ class PathClassifier(L.LightningModule):
             row = {"epoch": self.current_epoch, "step": self.global_step, **values}
             self.val_history.append(row)
 
+    def on_test_start(self) -> None:
+        """colour_match=set: the test split's colours are matched with these weights (plain view,
+        under the run's precision), before the first test batch."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "colour_match", "none") == "none":
+            return
+        with self.trainer.precision_plugin.forward_context():
+            datamodule.fit_test_colours(self.probs)
+
     def on_test_epoch_start(self) -> None:
         self._test_batches = []
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import Progress
 
-from pathlab.checkpoint import TrainedModel, load_trained_model
+from pathlab.checkpoint import TrainedModel, load_trained_model, resolve_colour_match
 from pathlab.cli import run_task
 from pathlab.config import CONF_DIR
 from pathlab.data.npz import load_npz
@@ -30,6 +30,8 @@ from pathlab.errors import DataError
 from pathlab.fileio import atomic_write_json, atomic_write_text
 from pathlab.images import DecodedImages, find_images, read_image_files
 from pathlab.metrics import predicted
+
+SMALL_SET = 100  # colour_match=set warns below this many images (noisy colour statistics)
 
 log = logging.getLogger("pathlab")
 
@@ -100,6 +102,15 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             len(decoded.failed),
             ", ".join(list(decoded.failed)[:5]),
         )
+    colour_match = resolve_colour_match(trained, cfg.get("colour_match", "auto"))
+    if colour_match == "set" and len(decoded.images) < SMALL_SET:
+        log.warning(
+            "colour_match=set matches the colours of these %d images as one set from one "
+            "scanner; fewer than %d give noisy colour statistics: predict more of the same "
+            "source together, or pass colour_match=none",
+            len(decoded.images),
+            SMALL_SET,
+        )
     started = time.perf_counter()
     with Progress(transient=True, disable=len(decoded.images) < 5000) as progress:
         task = progress.add_task("predicting", total=len(decoded.images))
@@ -109,6 +120,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             views,
             cfg.batch_size,
             on_batch=lambda n: progress.advance(task, n),
+            colour_match=colour_match,
         )
     model_s = time.perf_counter() - started
     output = Path(cfg.output).expanduser()
@@ -120,6 +132,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "output": str(output),
         "dataset": info.flag,
         "tta": views,
+        "colour_match": colour_match,
         "images": len(decoded.names),
         "failed": decoded.failed,
         "resized": decoded.resized,

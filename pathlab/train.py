@@ -247,6 +247,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best_path or None,
         "last_checkpoint": last_path,
         "tested_checkpoint": (tested or "final weights") if cfg.get("test") else None,
+        "colour_match": datamodule.colour_match_summary(),
         "seed": cfg.seed,
         "overrides": _overrides(),
         "resumed_from": ckpt_path,

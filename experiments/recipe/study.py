@@ -91,8 +91,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "base + translation 2 px + batch 64, 60 epochs, the last epoch tested",
         ["experiment=fast_cpu", "trainer.max_epochs=60"],
     ),
+    "fast_cpu_nomatch": (
+        "as fast_cpu_e60 with 80 epochs (fast_cpu before colour matching)",
+        ["experiment=fast_cpu", "data.colour_match=none"],
+    ),
     "fast_cpu": (
-        "the recipe (experiment=fast_cpu): as fast_cpu_e60 with 80 epochs",
+        "the recipe (experiment=fast_cpu): fast_cpu_nomatch + colour_match=set at test",
         ["experiment=fast_cpu"],
     ),
     "fast_cpu_w48": (
@@ -168,6 +172,17 @@ def run_one(row: str, seed: int, rows: dict[str, tuple[str, list[str]]] = ROWS) 
 
 
 # rows whose runs are also tested on the stain-shifted copies (16k forward passes a run, with D4 TTA)
+# rows trained without colour matching whose runs are also tested with colour_match=set at
+# evaluation (the same checkpoints: matching does not change training)
+MATCH_ROWS = (
+    "medmnist_v2",
+    "base",
+    "colour",
+    "per_image",
+    "fast_cpu_nomatch",
+    "fast_cpu_colour",
+    "fast_cpu_robust",
+)
 SHIFT_ROWS = {
     "fast_cpu_robust",
     "medmnist_v2",
@@ -177,24 +192,29 @@ SHIFT_ROWS = {
     "colour_strong",
     "per_image",
     "fast_cpu",
+    "fast_cpu_nomatch",
     "fast_cpu_colour",
 }
 
 
-def shifted_metrics(run_dir: Path, shifts: bool = True) -> dict[str, dict[str, float]]:
-    """Test ACC/AUC of the run's best.ckpt on every stain-shifted copy of the test split, with
-    the run's TTA and precision (cached in <run dir>/shifts.json)."""
+def shifted_metrics(
+    run_dir: Path, shifts: bool = True, colour_match: str = "auto"
+) -> dict[str, dict[str, float]]:
+    """Test ACC/AUC of the run's tested checkpoint on every stain-shifted copy of the test split,
+    with the run's TTA and precision, and colour matching as the run did (auto) or "set"
+    (cached in <run dir>/shifts.json, shifts_set.json)."""
     import contextlib
 
     import numpy as np
     import torch
 
     from pathlab.checkpoint import load_trained_model
+    from pathlab.data.colour_match import ColourReference
     from pathlab.data.shifts import SHIFTS, apply_shift
     from pathlab.deploy import predict_probs
     from pathlab.metrics import headline_metrics
 
-    cache = run_dir / "shifts.json"
+    cache = run_dir / ("shifts.json" if colour_match == "auto" else f"shifts_{colour_match}.json")
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if not shifts or all(s in cached for s in SHIFTS):
@@ -209,6 +229,13 @@ def shifted_metrics(run_dir: Path, shifts: bool = True) -> dict[str, dict[str, f
     bf16 = "bf16" in str(trained.config["trainer"].get("precision"))
     with np.load(split_root() / "pathmnist.npz") as npz:
         images, labels = npz["test_images"], npz["test_labels"].ravel()
+        for model in (trained, last):  # runs from before colour matching: as pathlab.eval does
+            if model.colour_reference is None:
+                model.colour_reference = ColourReference.from_images(
+                    torch.from_numpy(npz["train_images"]),
+                    torch.from_numpy(npz["train_labels"].ravel().astype(np.int64)),
+                    model.info.num_classes,
+                )
     out = {}
     # "none": the tested checkpoint on the clean split; "last_epoch": last.ckpt on it
     todo = [("none", trained), ("last_epoch", last), *((s, trained) for s in SHIFTS if shifts)]
@@ -216,12 +243,64 @@ def shifted_metrics(run_dir: Path, shifts: bool = True) -> dict[str, dict[str, f
         shifted = apply_shift(images, name) if name in SHIFTS else images
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with amp:
-            probs = predict_probs(model, shifted, views=views)
+            probs = predict_probs(model, shifted, views=views, colour_match=colour_match)
         out[name] = {
             k: v for k, v in headline_metrics(labels, probs).items() if k in ("acc", "auc")
         }
     cache.write_text(json.dumps(out, indent=1))
     return out
+
+
+# test sets whose tissue mix is far from training's, cut from the test split by class
+SKEWED_SETS = {
+    "ADI, BACK, DEB": [0, 1, 2],
+    "MUC, MUS, NORM, STR, TUM": [4, 5, 6, 7, 8],
+    "TUM only": [8],
+}
+
+
+def skewed_sets(row: str = "fast_cpu") -> dict[str, dict[str, float]]:
+    """ACC of the row's tested checkpoints on class-skewed parts of the test split: colours as
+    they are, matched to the training mix alone (no EM), and matched as colour_match=set does
+    (the class mix estimated); mean over seeds."""
+    import numpy as np
+    import torch
+
+    from pathlab.checkpoint import load_trained_model
+    from pathlab.data.colour_match import fit_colour_transport
+    from pathlab.deploy import DeployedClassifier, predict_probs
+
+    with np.load(split_root() / "pathmnist.npz") as npz:
+        images, labels = npz["test_images"], npz["test_labels"].ravel()
+    out: dict[str, dict[str, list[float]]] = {}
+    for run_dir in sorted((out_dir() / "runs" / row).glob("seed*")):
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        trained = load_trained_model(
+            run_dir / "checkpoints" / Path(summary["tested_checkpoint"]).name
+        )
+        for name, classes in SKEWED_SETS.items():
+            keep = np.isin(labels, classes)
+            part, truth = images[keep], labels[keep]
+            prior_only = fit_colour_transport(
+                torch.from_numpy(part),
+                trained.colour_reference,
+                DeployedClassifier(trained, "float32"),
+                iterations=1,
+            )
+            x = prior_only(torch.from_numpy(part).permute(0, 3, 1, 2).float() / 255)
+            recoloured = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                accs = {
+                    "as they are": predict_probs(trained, part, "d4", colour_match="none"),
+                    "matched to the training mix": predict_probs(
+                        trained, recoloured, "d4", colour_match="none"
+                    ),
+                    "colour_match=set": predict_probs(trained, part, "d4", colour_match="set"),
+                }
+            for how, probs in accs.items():
+                acc = float((probs.argmax(1) == truth).mean())
+                out.setdefault(f"{name} ({keep.sum()} images)", {}).setdefault(how, []).append(acc)
+    return {k: {how: statistics.mean(v) for how, v in d.items()} for k, d in out.items()}
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:
@@ -235,6 +314,11 @@ def table() -> None:
     """results.json (every run) and results.md (mean ± std per row) beside this script."""
     from pathlab.data.shifts import SHIFTS
 
+    here = Path(__file__).parent
+    # rows whose run dirs are gone (another machine, a cleaned /tmp) keep their recorded runs
+    recorded = (
+        json.loads((here / "results.json").read_text()) if (here / "results.json").is_file() else {}
+    )
     runs = {}
     for row in ROWS:
         for run_dir in sorted((out_dir() / "runs" / row).glob("seed*")):
@@ -243,6 +327,7 @@ def table() -> None:
                 continue
             m = json.loads(summary.read_text())
             shifts = shifted_metrics(run_dir, shifts=row in SHIFT_ROWS)
+            matched = shifted_metrics(run_dir, colour_match="set") if row in MATCH_ROWS else {}
             runs.setdefault(row, []).append(
                 {
                     "seed": m["seed"],
@@ -258,10 +343,13 @@ def table() -> None:
                     "last_epoch_auc": shifts["last_epoch"]["auc"],
                     "shift_acc": {k: v["acc"] for k, v in shifts.items() if k in SHIFTS} or None,
                     "clean_acc_recomputed": shifts["none"]["acc"],
+                    # the same checkpoint with colour_match=set at evaluation
+                    "set_acc": {k: v["acc"] for k, v in matched.items() if k != "last_epoch"}
+                    or None,
                 }
             )
-    here = Path(__file__).parent
-    (here / "results.json").write_text(json.dumps(runs, indent=1) + "\n")
+        if row not in runs and row in recorded:  # (recorded also holds fast_cpu_skewed_sets)
+            runs[row] = recorded[row]
     head = (
         "| row | what changes | val ACC | test ACC | test AUC | ACC no TTA "
         "| last-epoch ACC | last-epoch AUC | worst shift ACC | wall s |"
@@ -285,6 +373,27 @@ def table() -> None:
         cells = [statistics.mean(r["test_acc"] for r in rs)]
         cells += [statistics.mean(r["shift_acc"][k] for r in rs) for k in SHIFTS]
         lines.append(f"| {row} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    lines += [
+        "",
+        "The same checkpoints tested with colour_match=set (no retraining; clean = the unshifted",
+        "test split matched too):",
+        "",
+    ]
+    lines += ["| row | clean | " + " | ".join(SHIFTS) + " |", "|" + "---|" * (len(SHIFTS) + 2)]
+    for row, rs in runs.items():
+        if row not in MATCH_ROWS or not all(r.get("set_acc") for r in rs):
+            continue
+        cells = [statistics.mean(r["set_acc"][k] for r in rs) for k in ("none", *SHIFTS)]
+        lines.append(f"| {row} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    skewed = skewed_sets()
+    (here / "results.json").write_text(
+        json.dumps({**runs, "fast_cpu_skewed_sets": skewed}, indent=1) + "\n"
+    )
+    hows = list(next(iter(skewed.values())))
+    lines += ["", "fast_cpu on class-skewed parts of the test split (mean over seeds):", ""]
+    lines += ["| test set | " + " | ".join(hows) + " |", "|" + "---|" * (len(hows) + 1)]
+    for name, accs in skewed.items():
+        lines.append(f"| {name} | " + " | ".join(f"{accs[h]:.3f}" for h in hows) + " |")
     (here / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

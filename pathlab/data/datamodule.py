@@ -12,6 +12,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pathlab.data.augment import BatchAugment, BatchMix, Normalize, to_float_nchw
+from pathlab.data.colour_match import (
+    ColourReference,
+    ColourTransport,
+    check_colour_match,
+    fit_colour_transport,
+)
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import SPLITS, Split, cached_channel_stats, class_counts, load_npz
 from pathlab.data.sources import locate_npz, prepare_npz
@@ -101,7 +107,10 @@ class MedMNISTDataModule(L.LightningDataModule):
     MD5-check it. synthetic: `write_synthetic_npz` arguments to draw the built-in look-alike
     into `root` instead. *_limit / limit_mode: quick-run subsets. augment: a BatchAugment for
     training batches only. mixing: a BatchMix (MixUp/CutMix) of training batches, after augment.
-    normalize: "dataset" (the train split's channel stats) or "per_image" (each image's own). test_split: what the test loader serves (eval on "val" uses it).
+    normalize: "dataset" (the train split's channel stats) or "per_image" (each image's own).
+    colour_match: "set" maps the test split's colours onto the training colours before testing
+    (pathlab.data.colour_match; fitted by `fit_test_colours`), "none" leaves them.
+    test_split: what the test loader serves (eval on "val" uses it).
     seed: the training order of epoch e is a permutation drawn from (seed, e) alone.
     device_resident: hold the arrays on the GPU when training there (PathMNIST-28 is 0.3 GB).
     """
@@ -127,6 +136,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         augment: BatchAugment | None = None,
         mixing: BatchMix | None = None,
         normalize: str = "dataset",
+        colour_match: str = "none",
         synthetic: dict[str, int] | None = None,
         device_resident: bool = True,
         num_workers: int = 0,
@@ -172,6 +182,9 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.augment, self.mixing = augment, mixing
         self.normalize_mode = normalize
         Normalize([0.0], [1.0], normalize)  # an unknown mode is refused here, before any data
+        self.colour_match = check_colour_match(colour_match)
+        self.colour_reference: ColourReference | None = None
+        self.test_colours: ColourTransport | None = None
         self.synthetic = dict(synthetic) if synthetic else None
         self.device_resident, self.num_workers = device_resident, num_workers
         self.test_split, self.seed = test_split, seed
@@ -205,6 +218,14 @@ class MedMNISTDataModule(L.LightningDataModule):
         if self.mean is None:  # a checkpoint's stats (load_state_dict) win over recomputing
             self.mean, self.std = cached_channel_stats(path, loaded["train"].images)
         self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
+        if self.colour_reference is None:  # as the stats: a checkpoint's reference wins
+            train = loaded["train"]
+            single = not self.info.multi_label and len(train)
+            self.colour_reference = ColourReference.from_images(
+                train.images,
+                train.labels.long() if single else None,
+                self.info.num_classes if single else 1,
+            )
         for split in SPLITS:
             keep = limit_indices(
                 loaded[split].labels, self.limits[split], self.limit_mode, self.limit_seed
@@ -294,6 +315,31 @@ class MedMNISTDataModule(L.LightningDataModule):
             )
         return self._loader(self.test_split, shuffle=False)
 
+    def fit_test_colours(self, probs_of) -> ColourTransport | None:
+        """colour_match=set: fit the test split's colour map (pathlab.data.colour_match) with the
+        model's class probabilities of normalised batches, `probs_of`; test batches then go
+        through it. None (and nothing changes) with colour_match=none."""
+        self.test_colours = None
+        if self.colour_match == "none":
+            return None
+        self.setup()
+        self.test_colours = fit_colour_transport(
+            self.splits[self.test_split].images,
+            self.colour_reference,
+            lambda x: probs_of(self.normalize(x)),
+            self.eval_batch_size,
+            self._device(),
+        )
+        log.info(
+            "colour_match=set on the %s split: %s", self.test_split, self.test_colours.to_dict()
+        )
+        return self.test_colours
+
+    def colour_match_summary(self) -> dict[str, Any]:
+        """For metrics.json: the mode and, once fitted, the test split's map and class mix."""
+        fitted = self.test_colours.to_dict() if self.test_colours is not None else {}
+        return {"mode": self.colour_match, **fitted}
+
     def _augment_generator(self, device: torch.device) -> torch.Generator:
         """The augmentation's own generator, seeded by (seed, epoch, rank) when an epoch starts:
         no draw elsewhere (a DataLoader's, Lightning's) shifts it, so a run resumed at an epoch
@@ -308,12 +354,15 @@ class MedMNISTDataModule(L.LightningDataModule):
             self._generator_key = key
         return self._generator
 
-    def transform_batch(self, batch: Any, train: bool) -> Any:
+    def transform_batch(self, batch: Any, train: bool, testing: bool = False) -> Any:
         """uint8 NHWC on the device -> augmented (training only), normalised float NCHW;
         labels and indices pass through. With mixing, a training batch also carries each
-        image's partner labels and lam: (x, y, index, y[perm], lam) (BatchMix)."""
+        image's partner labels and lam: (x, y, index, y[perm], lam) (BatchMix). Test batches
+        go through the fitted colour map (colour_match=set)."""
         images, *rest = batch
         x = to_float_nchw(images)
+        if testing and self.test_colours is not None:
+            x = self.test_colours(x)
         if train and self.augment is not None:
             x = self.augment(x, self._augment_generator(x.device))
         if train and self.mixing is not None:
@@ -323,7 +372,11 @@ class MedMNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = getattr(self, "trainer", None)
-        return self.transform_batch(batch, train=trainer is not None and trainer.training)
+        return self.transform_batch(
+            batch,
+            train=trainer is not None and trainer.training,
+            testing=trainer is not None and trainer.testing,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the normalisation and the data set's identity."""
@@ -331,6 +384,8 @@ class MedMNISTDataModule(L.LightningDataModule):
             "mean": self.mean,
             "std": self.std,
             "normalize": self.normalize_mode,
+            "colour_match": self.colour_match,
+            "colour_reference": self.colour_reference.to_dict() if self.colour_reference else None,
             "info": self.info.to_dict(),
         }
 
@@ -339,6 +394,10 @@ class MedMNISTDataModule(L.LightningDataModule):
             self.mean, self.std = state_dict["mean"], state_dict["std"]
             self.normalize_mode = state_dict.get("normalize", "dataset")
             self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
+        if state_dict.get("colour_reference"):
+            self.colour_reference = ColourReference.from_dict(state_dict["colour_reference"])
+        if state_dict.get("colour_match"):
+            self.colour_match = check_colour_match(state_dict["colour_match"])
 
 
 PathMNISTDataModule = MedMNISTDataModule  # the name of pathlab 0.1; PathMNIST is the default flag
