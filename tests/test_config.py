@@ -214,11 +214,15 @@ def test_recipe_presets(compose_cfg):
     assert (fast.model.stem, fast.model.width, fast.data.batch_size) == ("cifar", 32, 64)
     assert fast.trainer.max_epochs == 80 and fast.test_checkpoint == "last"
     assert fast.data.augment.translate == 2 and fast.tta.views == "d4"
+    assert fast.data.colour_match == "set"
+    robust = compose_cfg(["experiment=fast_cpu_robust"])
+    assert robust.data.colour_match == "none" and robust.data.augment.gain == 0.15
     default = compose_cfg([])
     assert default.data.augment.translate == 2 and default.test_checkpoint == "best"
+    assert default.data.colour_match == "none"  # test numbers comparable with published ones
     assert compose_cfg(["data.flag=chestmnist"]).data.augment.translate == 0
     for name, size in (("pathmnist_28", 28), ("pathmnist_64", 64)):
         gpu = compose_cfg([f"experiment={name}"])
         assert gpu.trainer.accelerator == "gpu" and gpu.data.size == size
         assert gpu.model.stem == "cifar" and gpu.model.width == 64
-        assert gpu.data.augment.translate == size // 14 and gpu.data.augment.saturation > 0
+        assert gpu.data.augment.translate == size // 14 and gpu.data.colour_match == "set"

@@ -375,7 +375,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         return self.transform_batch(
             batch,
             train=trainer is not None and trainer.training,
-            testing=trainer is not None and trainer.testing,
+            testing=bool(getattr(trainer, "testing", False)),
         )
 
     def state_dict(self) -> dict[str, Any]:

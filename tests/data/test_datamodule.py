@@ -130,19 +130,32 @@ def test_synthetic_is_drawn_once_into_root(tmp_path):
 def test_state_dict_carries_normalisation(synthetic_root):
     """A checkpoint's stats are used as saved, not recomputed from whatever data is loaded."""
     dm = make(synthetic_root)
-    assert dm.state_dict() == {
+    state = dm.state_dict()
+    assert state == {
         "mean": dm.mean,
         "std": dm.std,
         "normalize": "dataset",
+        "colour_match": "none",
+        "colour_reference": dm.colour_reference.to_dict(),
         "info": PATH.to_dict(),
     }
+    # the training colours: per class, from the train split (300 images, 9 classes)
+    assert len(state["colour_reference"]["means"]) == 9
     other = PathMNISTDataModule(root=str(synthetic_root), download=False)
+    reference = {**state["colour_reference"], "prior": [1 / 9] * 9}
     other.load_state_dict(
-        {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5], "normalize": "per_image"}
+        {
+            "mean": [0.1, 0.2, 0.3],
+            "std": [0.5, 0.5, 0.5],
+            "normalize": "per_image",
+            "colour_match": "set",
+            "colour_reference": reference,
+        }
     )
     other.setup()
     assert other.mean == [0.1, 0.2, 0.3] and other.std == [0.5, 0.5, 0.5]
-    assert other.normalize.mode == "per_image"
+    assert other.normalize.mode == "per_image" and other.colour_match == "set"
+    assert other.colour_reference.prior.tolist() == [1 / 9] * 9
 
 
 def test_per_image_normalisation_cancels_gain_and_offset(synthetic_root):
