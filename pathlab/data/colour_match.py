@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from pathlab.data.augment import to_float_nchw
 from pathlab.errors import ConfigError
 
 COLOUR_MATCHES = ("none", "set")
@@ -70,8 +71,9 @@ class ColourReference:
             sums.index_add_(0, g, x.sum(1))
             seconds.index_add_(0, g, torch.einsum("npc,npd->ncd", x, x))
         counts = torch.bincount(groups, minlength=num_groups).to(torch.float64)
-        pixels = (counts * images[0, ..., 0].numel()).clamp_min(1)
-        return cls(sums / pixels[:, None], seconds / pixels[:, None, None], counts / counts.sum())
+        pixels = (counts * images.shape[1] * images.shape[2]).clamp_min(1)
+        prior = counts / counts.sum().clamp_min(1)  # (an empty split is refused by its caller)
+        return cls(sums / pixels[:, None], seconds / pixels[:, None, None], prior)
 
     def target(self, mix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (C,) and covariance (C, C) of the training colours with classes mixed as `mix`
@@ -138,7 +140,7 @@ def mean_probs(
     total = None
     with torch.no_grad():
         for chunk in images.split(batch_size):
-            x = chunk.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+            x = to_float_nchw(chunk.to(device))
             part = probs_of(transport(x)).float().sum(0).cpu()
             total = part if total is None else total + part
     return total / len(images)
