@@ -61,7 +61,7 @@ sweep: $(STAMP)
 ablation: $(STAMP)
 	experiments/loss_ablation/run.sh
 
-RECIPE_ROWS ?= fast_cpu medmnist_v2 default base translate colour colour_strong per_image smoothing ema mix sgd batch64 epochs80 fast_cpu_e60 fast_cpu_colour fast_cpu_robust
+RECIPE_ROWS ?= fast_cpu fast_cpu_nomatch medmnist_v2 default base translate colour colour_strong per_image smoothing ema mix sgd batch64 epochs80 fast_cpu_e60 fast_cpu_colour fast_cpu_robust onecycle batch32
 recipe: $(STAMP)
 	$(PY) experiments/recipe/study.py run $(RECIPE_ROWS)
 	$(PY) experiments/recipe/study.py table

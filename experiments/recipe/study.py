@@ -117,6 +117,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         ["experiment=fast_cpu", *COLOUR_MILD, "data.augment.stain_jitter=0.1"],
     ),
     "batch32": ("batch 32 instead of 128 (4x the optimiser steps)", [*BASE, "data.batch_size=32"]),
+    "fast_cpu_b32_e60": (
+        "fast_cpu at batch 32 and 60 epochs (batch32 helped alone)",
+        ["experiment=fast_cpu", "data.batch_size=32", "trainer.max_epochs=60"],
+    ),
     "onecycle": (
         "one-cycle schedule (lr 0.003) instead of warm-up + cosine",
         [*BASE, "scheduler=onecycle", "optim.lr=0.003"],
