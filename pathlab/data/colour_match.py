@@ -83,6 +83,11 @@ class ColourReference:
         second = torch.einsum("k,kcd->cd", mix, self.seconds)
         return mean, second - torch.outer(mean, mean)
 
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of all the pixels (the dataset normalisation)."""
+        mean, cov = self.target()
+        return mean.tolist(), cov.diagonal().clamp_min(1e-12).sqrt().tolist()
+
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k).tolist() for k in ("means", "seconds", "prior")}
 

@@ -19,7 +19,7 @@ from pathlab.data.colour_match import (
     fit_colour_transport,
 )
 from pathlab.data.info import DatasetInfo
-from pathlab.data.npz import SPLITS, Split, cached_channel_stats, class_counts, load_npz
+from pathlab.data.npz import SPLITS, Split, cached_train_colours, class_counts, load_npz
 from pathlab.data.sources import locate_npz, prepare_npz
 from pathlab.errors import ConfigError, DataError
 
@@ -215,17 +215,15 @@ class MedMNISTDataModule(L.LightningDataModule):
             return
         path = self.npz_path
         loaded = load_npz(path, self.info)
-        if self.mean is None:  # a checkpoint's stats (load_state_dict) win over recomputing
-            self.mean, self.std = cached_channel_stats(path, loaded["train"].images)
+        # a checkpoint's stats and training colours (load_state_dict) win over recomputing
+        if self.mean is None or self.colour_reference is None:
+            per_class = None if self.info.multi_label else self.info.num_classes
+            reference = cached_train_colours(path, loaded["train"], per_class)
+            if self.mean is None:
+                self.mean, self.std = reference.channel_stats()
+            if self.colour_reference is None:
+                self.colour_reference = reference
         self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
-        if self.colour_reference is None:  # as the stats: a checkpoint's reference wins
-            train = loaded["train"]
-            single = not self.info.multi_label and len(train)
-            self.colour_reference = ColourReference.from_images(
-                train.images,
-                train.labels.long() if single else None,
-                self.info.num_classes if single else 1,
-            )
         for split in SPLITS:
             keep = limit_indices(
                 loaded[split].labels, self.limits[split], self.limit_mode, self.limit_seed

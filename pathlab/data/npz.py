@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pathlab.data.colour_match import ColourReference
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import DataError
 from pathlab.fileio import atomic_write_json, atomic_write_npz
@@ -131,21 +132,13 @@ def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 (N, H, W, C) images, on the [0, 1] scale."""
-    total = torch.zeros(images.shape[-1], dtype=torch.float64)
-    squares = torch.zeros(images.shape[-1], dtype=torch.float64)
-    count = 0
-    for chunk in images.split(2048):  # chunks keep the float64 copy small (38 MB at 28 px)
-        x = chunk.reshape(-1, chunk.shape[-1]).to(torch.float64) / 255.0
-        total += x.sum(0)
-        squares += (x * x).sum(0)
-        count += x.shape[0]
-    mean = total / max(count, 1)
-    std = (squares / max(count, 1) - mean * mean).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.tolist()
+    return ColourReference.from_images(images).channel_stats()
 
 
-def cached_channel_stats(path: Path, train_images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Train-split channel stats, cached beside the npz as `<name>_stats.json`.
+def cached_train_colours(path: Path, train: Split, num_classes: int | None) -> ColourReference:
+    """The train split's colours (per class; num_classes None: one group, for multi-label sets),
+    whose channel mean and std are the dataset normalisation, cached beside the npz as
+    `<name>_stats.json`.
 
     The cache is keyed by the npz file's size and modification time, so a replaced file is
     measured again. A read-only data folder just means no cache.
@@ -156,20 +149,26 @@ def cached_channel_stats(path: Path, train_images: torch.Tensor) -> tuple[list[f
         "file": path.name,
         "bytes": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
-        "n": len(train_images),
+        "n": len(train),
+        "groups": num_classes or 1,
     }
     try:
         cached = json.loads(cache.read_text())
         if all(cached.get(k) == v for k, v in key.items()):
-            return cached["mean"], cached["std"]
+            return ColourReference.from_dict(cached["colour_reference"])
     except (OSError, ValueError, KeyError):
         pass
-    mean, std = channel_stats(train_images)
+    groups = train.labels.long() if num_classes and len(train) else None
+    reference = ColourReference.from_images(
+        train.images, groups, num_classes if groups is not None else 1
+    )
+    mean, std = reference.channel_stats()
     if os.access(path.parent, os.W_OK):
-        atomic_write_json(cache, {**key, "mean": mean, "std": std})
+        stored = {**key, "mean": mean, "std": std, "colour_reference": reference.to_dict()}
+        atomic_write_json(cache, stored)
     else:
         log.info("data folder %s is read-only: channel stats not cached", path.parent)
-    return mean, std
+    return reference
 
 
 def resplit_npz(

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pathlab.data.info import DatasetInfo
-from pathlab.data.npz import cached_channel_stats, channel_stats, load_npz
+from pathlab.data.npz import cached_train_colours, channel_stats, load_npz
 from pathlab.data.sources import ensure_npz, npz_filename
 from pathlab.errors import DataError
 from tests.conftest import random_arrays, write_npz
@@ -149,17 +149,19 @@ def test_channel_stats_match_numpy():
 
 def test_channel_stats_are_cached_beside_the_file(tmp_path):
     path = write_npz(tmp_path / "pathmnist.npz", **random_arrays())
-    train = load_npz(path, PATH)["train"].images
-    mean, std = cached_channel_stats(path, train)
+    train = load_npz(path, PATH)["train"]
+    mean, std = cached_train_colours(path, train, 9).channel_stats()
     cache = tmp_path / "pathmnist_stats.json"
     stored = json.loads(cache.read_text())
     assert stored["mean"] == mean and stored["std"] == std and stored["file"] == "pathmnist.npz"
-    stored["mean"] = [0.5, 0.5, 0.5]  # a cache hit returns what is stored, without recomputing
-    cache.write_text(json.dumps(stored))
-    assert cached_channel_stats(path, train)[0] == [0.5, 0.5, 0.5]
+    whole_mean, whole_std = channel_stats(train.images)  # the per-class moments, mixed back
+    assert mean == pytest.approx(whole_mean) and std == pytest.approx(whole_std)
+    stored["colour_reference"]["means"] = [[0.5, 0.5, 0.5]] * 9  # a cache hit returns what is
+    cache.write_text(json.dumps(stored))  # stored, without recomputing
+    assert cached_train_colours(path, train, 9).channel_stats()[0] == pytest.approx([0.5] * 3)
     write_npz(path, **random_arrays(seed=1))  # a replaced file (new mtime) is measured again
     os.utime(path, ns=(stored["mtime_ns"] + 10**9, stored["mtime_ns"] + 10**9))
-    fresh = cached_channel_stats(path, load_npz(path, PATH)["train"].images)[0]
-    assert fresh != [0.5, 0.5, 0.5] and fresh == pytest.approx(
+    fresh = cached_train_colours(path, load_npz(path, PATH)["train"], 9).channel_stats()[0]
+    assert fresh != pytest.approx([0.5] * 3) and fresh == pytest.approx(
         channel_stats(load_npz(path, PATH)["train"].images)[0]
     )
