@@ -213,7 +213,7 @@ def shifted_metrics(
     import torch
 
     from pathlab.checkpoint import load_trained_model
-    from pathlab.data.colour_match import ColourReference
+    from pathlab.data.npz import cached_train_colours, load_npz
     from pathlab.data.shifts import SHIFTS, apply_shift
     from pathlab.deploy import predict_probs
     from pathlab.metrics import headline_metrics
@@ -233,13 +233,11 @@ def shifted_metrics(
     bf16 = "bf16" in str(trained.config["trainer"].get("precision"))
     with np.load(split_root() / "pathmnist.npz") as npz:
         images, labels = npz["test_images"], npz["test_labels"].ravel()
-        for model in (trained, last):  # runs from before colour matching: as pathlab.eval does
-            if model.colour_reference is None:
-                model.colour_reference = ColourReference.from_images(
-                    torch.from_numpy(npz["train_images"]),
-                    torch.from_numpy(npz["train_labels"].ravel().astype(np.int64)),
-                    model.info.num_classes,
-                )
+    for model in (trained, last):  # runs from before colour matching: as pathlab.eval does
+        if model.colour_reference is None:
+            path = split_root() / "pathmnist.npz"
+            train = load_npz(path, model.info)["train"]
+            model.colour_reference = cached_train_colours(path, train, model.info.num_classes)
     out = {}
     # "none": the tested checkpoint on the clean split; "last_epoch": last.ckpt on it
     todo = [("none", trained), ("last_epoch", last), *((s, trained) for s in SHIFTS if shifts)]
