@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pathlab.checkpoint import TrainedModel, resolve_colour_match
+from pathlab.data.augment import to_float_nchw
 from pathlab.data.colour_match import ColourTransport, fit_colour_transport
 from pathlab.errors import ConfigError
 from pathlab.fileio import atomic_write, atomic_write_text
@@ -68,7 +69,7 @@ def predict_probs(
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start : start + batch_size])
-            x = batch.permute(0, 3, 1, 2).float().div_(255.0)  # D4 commutes with normalisation
+            x = to_float_nchw(batch)  # D4 commutes with normalisation
             if colours is not None:
                 x = colours(x)
             out.append(tta(model, x))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pathlab.data.augment import hed_to_rgb, rgb_to_hed, saturate
+from pathlab.data.augment import hed_to_rgb, rgb_to_hed, saturate, to_float_nchw
 from pathlab.errors import ConfigError
 from pathlab.fileio import atomic_write_npz
 
@@ -69,7 +69,7 @@ def apply_shift(images: np.ndarray, name: str) -> np.ndarray:
         raise ConfigError(
             f"colour shifts take uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}."
         )
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
+    x = to_float_nchw(torch.from_numpy(images))
     y = SHIFTS[name][1](x).mul(255.0).round().clamp(0, 255).to(torch.uint8)
     return y.permute(0, 2, 3, 1).contiguous().numpy()
 
