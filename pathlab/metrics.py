@@ -13,6 +13,9 @@ MedMNIST's definitions (medmnist.evaluator.getACC / getAUC), per task:
 - f1_macro, balanced_acc: unweighted means over the classes present in the split.
 - ece: expected calibration error of the top-class confidence (multi-label: of every label's
   probability), 15 equal-width bins, L1.
+- 95% intervals (`bootstrap_intervals`, `classification_report(bootstrap=B)`): percentile
+  bootstrap over images, stratified by class, B resamples at once (`resampled_metrics` is the
+  same definitions, vectorised over resamples; tests hold the two equal).
 """
 
 from __future__ import annotations
@@ -37,11 +40,15 @@ from torchmetrics.functional.classification import (
 
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import PredictionError
+from pathlab.stats import LEVEL, bootstrap_indices, bootstrap_weights, percentile_interval
 
 ECE_BINS = 15
 THRESHOLD = 0.5  # medmnist's threshold for multi-label predictions
 PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auc")
 HEADLINE = ("acc", "auc", "f1_macro")
+INTERVAL_METRICS = ("acc", "balanced_acc", "f1_macro", "auc")  # overall metrics given a ci95
+INTERVAL_PER_CLASS = ("recall", "f1", "auc")  # per-class metrics given a ci95
+BOOTSTRAP_CHUNK = 128  # resamples per pass: bounds memory at a few (128, N) float arrays
 
 
 def metric_mode(metric: str) -> str:
@@ -125,10 +132,144 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(multiclass_calibration_error(p, y, p.shape[1], n_bins=ECE_BINS, norm="l1"))
 
 
-def classification_report(
-    info: DatasetInfo, y_true: np.ndarray, probs: np.ndarray
+def _safe_div(num: np.ndarray, den: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, fill), where=den > 0)
+
+
+def _resampled_auc(positive: np.ndarray, scores: np.ndarray, weights_t: np.ndarray) -> np.ndarray:
+    """ROC AUC of one class on each weighted resample (B,): the Mann-Whitney statistic with
+    ties counted half, as roc_auc_score; NaN where a resample has no positives or negatives.
+
+    `weights_t` is (N, B), images first. The smaller of the two groups is sorted once and its
+    weights accumulated; each image of the other group then looks up, by binary search, the
+    weight of the sorted group below it (ties half): a few (N, B) passes per class.
+    """
+    small = positive if positive.sum() <= (~positive).sum() else ~positive
+    order = np.argsort(scores[small], kind="stable")
+    sorted_scores = scores[small][order]
+    cum = np.cumsum(weights_t[small][order], axis=0)
+    cum = np.vstack([np.zeros((1, weights_t.shape[1])), cum])  # cum[k]: the k lowest's weight
+    lo = np.searchsorted(sorted_scores, scores[~small], "left")
+    hi = np.searchsorted(sorted_scores, scores[~small], "right")
+    below = 0.5 * (cum[lo] + cum[hi])  # weight of the small group below, ties counted half
+    other = weights_t[~small]
+    wins = np.einsum("jb,jb->b", other, below)  # pairs where the small group's image is lower
+    small_total, other_total = cum[-1], other.sum(0)
+    pairs = small_total * other_total
+    if small is positive:  # wins count negatives above positives: the AUC's complement
+        wins = pairs - wins
+    return _safe_div(wins, pairs, np.nan)
+
+
+def _mean_present(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    return _safe_div((values * present).sum(1), present.sum(1), np.nan)
+
+
+def resampled_metrics(
+    y_true: np.ndarray, probs: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """headline_metrics, balanced accuracy and per-class recall, F1 and AUC on B resamples at
+    once. `weights` (B, N): how often each image is drawn in each resample
+    (stats.bootstrap_weights); row b equals the scalar functions on y_true[idx_b], probs[idx_b].
+
+    Returns (B,) arrays acc, auc, f1_macro, balanced_acc (NaN for multi-label) and (B, C)
+    arrays recall, f1, auc_per_class. Every count is `weights @ indicator`, so B resamples cost
+    a few matrix products instead of B calls to scikit-learn.
+    """
+    y_true, probs = _check(y_true, probs)
+    weights = np.asarray(weights, dtype=np.float64)
+    multi_label = y_true.ndim == 2
+    pred = predicted(probs, multi_label)
+    k = probs.shape[1]
+    total = weights.sum(1)
+    if multi_label:
+        y = y_true.astype(bool)
+        correct = weights @ (pred == y)  # (B, L)
+        tp, fp, fn = (weights @ (pred & y), weights @ (pred & ~y), weights @ (~pred & y))
+        positives = tp + fn
+        acc = (correct / total[:, None]).mean(1)
+        balanced = np.full(len(weights), np.nan)
+        positive_sets = y
+    else:
+        cm = (weights @ np.eye(k * k)[y_true * k + pred]).reshape(-1, k, k)  # (B, true, pred)
+        tp = np.diagonal(cm, axis1=1, axis2=2)
+        positives, predicted_as = cm.sum(2), cm.sum(1)
+        fp, fn = predicted_as - tp, positives - tp
+        acc = tp.sum(1) / total
+        balanced = _mean_present(_safe_div(tp, positives), positives > 0)
+        positive_sets = y_true[:, None] == np.arange(k)
+    recall = _safe_div(tp, positives)
+    f1 = _safe_div(2 * tp, 2 * tp + fp + fn)  # = 2PR/(P+R); 0 where undefined (zero_division=0)
+    weights_t = np.ascontiguousarray(weights.T)
+    aucs = np.stack(
+        [_resampled_auc(positive_sets[:, c], probs[:, c], weights_t) for c in range(k)], axis=1
+    )
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(aucs)
+        auc = _safe_div(np.where(finite, aucs, 0).sum(1), finite.sum(1), np.nan)
+    return {
+        "acc": acc,
+        "auc": auc,
+        "f1_macro": _mean_present(f1, positives > 0),
+        "balanced_acc": balanced,
+        "recall": recall,
+        "f1": f1,
+        "auc_per_class": aucs,
+    }
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = LEVEL
 ) -> dict[str, Any]:
-    """Overall and per-class (per-label) metrics, the confusion matrix and the most confused pairs."""
+    """Percentile bootstrap intervals of the overall metrics and of per-class recall, F1 and AUC.
+
+    Resamples are stratified by class (one label per image: each resample keeps the split's
+    class counts, as a re-run of the same test set would); multi-label sets are resampled by
+    image without strata (2^L label combinations are too many strata).
+    Returns {"overall": {metric: [lo, hi]}, "per_class": {metric: [[lo, hi], ...]}, ...}.
+    """
+    y_true, probs = _check(y_true, probs)
+    strata = None if y_true.ndim == 2 else y_true
+    indices = bootstrap_indices(len(y_true), n_boot, seed, strata)
+    draws: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n_boot, BOOTSTRAP_CHUNK):
+        chunk = resampled_metrics(
+            y_true, probs, bootstrap_weights(indices[start : start + BOOTSTRAP_CHUNK])
+        )
+        for name, values in chunk.items():
+            draws.setdefault(name, []).append(values)
+    stacked = {name: np.concatenate(parts) for name, parts in draws.items()}
+    intervals = {name: percentile_interval(v, level) for name, v in stacked.items()}
+
+    def pair(lo: float, hi: float) -> list[float]:
+        return [float(lo), float(hi)]
+
+    overall = {
+        m: pair(*intervals[m])
+        for m in INTERVAL_METRICS
+        if not (m == "balanced_acc" and y_true.ndim == 2)
+    }
+    per_class = {
+        m: [pair(lo, hi) for lo, hi in intervals["auc_per_class" if m == "auc" else m].T]
+        for m in INTERVAL_PER_CLASS
+    }
+    return {
+        "level": level,
+        "n_boot": n_boot,
+        "seed": seed,
+        "method": "percentile bootstrap"
+        + (", by image" if y_true.ndim == 2 else ", stratified by class"),
+        "overall": overall,
+        "per_class": per_class,
+    }
+
+
+def classification_report(
+    info: DatasetInfo, y_true: np.ndarray, probs: np.ndarray, bootstrap: int = 0, seed: int = 0
+) -> dict[str, Any]:
+    """Overall and per-class (per-label) metrics, the confusion matrix and the most confused pairs;
+    with `bootstrap` = B > 0, 95% intervals beside them: "ci95" {metric: [lo, hi]} and
+    per class "<metric>_ci95" (bootstrap_intervals, B resamples, seeded)."""
     y_true, probs = _check(y_true, probs)
     if probs.shape[1] != info.num_classes:
         raise PredictionError(
@@ -202,7 +343,7 @@ def classification_report(
         }
         for c in labels
     ]
-    return {
+    report = {
         "task": info.task,
         "overall": overall,
         "per_class": per_class,
@@ -210,6 +351,14 @@ def classification_report(
         "most_confused": confused,
         "auc_undefined_for": [names[c] for c in labels if not np.isfinite(aucs[c])],
     }
+    if bootstrap > 0:
+        intervals = bootstrap_intervals(y_true, probs, bootstrap, seed)
+        report["ci95"] = intervals["overall"]
+        report["bootstrap"] = {k: intervals[k] for k in ("n_boot", "seed", "level", "method")}
+        for c, row in enumerate(per_class):
+            for metric in INTERVAL_PER_CLASS:
+                row[f"{metric}_ci95"] = intervals["per_class"][metric][c]
+    return report
 
 
 def logged_scalars(report: dict[str, Any], prefix: str = "test") -> dict[str, float]:
