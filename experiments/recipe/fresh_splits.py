@@ -1,0 +1,205 @@
+"""The presets re-measured on fresh splits of the 1,000-image sample (experiments/recipe/README.md,
+"Fresh splits").
+
+    python experiments/recipe/fresh_splits.py run [PRESET ...]     # train, skip done runs
+    python experiments/recipe/fresh_splits.py table [--heldout]    # fresh_splits.md / .json
+
+The study's levers were chosen on ONE split (stratify seed 2026) by its test ACC, so that split's
+numbers are optimistic. Here each preset is run unchanged (no tuning) on 3 class-stratified
+700/100/200 splits drawn with seeds never used before (FRESH), x 3 training seeds, and on one
+more split (HELDOUT) whose numbers are not printed or tabulated until `table --heldout`, the
+final check. Model selection is only on val (the preset's own rule: fast_cpu tests its last
+epoch, fixed before these splits existed). Runs go to $HONEST_DIR (default /tmp/honest); every
+run keeps its predictions.csv, so two presets can be compared image by image on the same split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO.parent / "shared" / "data" / "pathmnist_real_1k.npz"
+SIZES = {"train": 700, "val": 100, "test": 200}
+# split seeds never used before: the study used 2026 (and the consecutive split of the issue)
+FRESH = (7301, 7302, 7303)
+HELDOUT = 7399
+SEEDS = (0, 1, 2)
+PRESETS = ("fast_cpu", "fast_cpu_robust")
+COMMON = ["data.download=false", "~callbacks.rich_progress_bar", "logger=csv"]
+
+
+def out_dir() -> Path:
+    return Path(os.environ.get("HONEST_DIR", "/tmp/honest"))
+
+
+def split_root(split_seed: int) -> Path:
+    from pathlab.data.npz import resplit_npz
+
+    root = out_dir() / "splits" / f"split{split_seed}"
+    if not (root / "pathmnist.npz").is_file():
+        resplit_npz(SAMPLE, root / "pathmnist.npz", SIZES, stratify_seed=split_seed)
+    return root
+
+
+def run_dir(preset: str, split_seed: int, seed: int) -> Path:
+    return out_dir() / "runs" / preset / f"split{split_seed}" / f"seed{seed}"
+
+
+def run_one(preset: str, split_seed: int, seed: int) -> None:
+    where = run_dir(preset, split_seed, seed)
+    done = where / "metrics.json"
+    if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
+        return
+    cmd = [
+        sys.executable,
+        "-m",
+        "pathlab.train",
+        *COMMON,
+        f"experiment={preset}",
+        f"data.root={split_root(split_seed)}",
+        f"hydra.run.dir={where}",
+        f"seed={seed}",
+    ]
+    print(f"[{time.strftime('%H:%M:%S')}] {preset} split {split_seed} seed {seed}", flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    wall = time.perf_counter() - started
+    if result.returncode:
+        print(result.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(f"{preset} split {split_seed} seed {seed} failed ({result.returncode})")
+    (where / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+    if split_seed == HELDOUT:  # not looked at until the end
+        print(f"   held-out split: done, {wall:.0f} s", flush=True)
+        return
+    m = json.loads(done.read_text())["metrics"]
+    print(f"   acc {m['test/acc']:.3f} auc {m['test/auc']:.4f} wall {wall:.0f} s", flush=True)
+
+
+def collect(preset: str, split_seed: int) -> list[dict[str, float]]:
+    runs = []
+    for seed in SEEDS:
+        where = run_dir(preset, split_seed, seed)
+        if not (where / "wall.json").is_file():
+            continue
+        m = json.loads((where / "metrics.json").read_text())["metrics"]
+        runs.append(
+            {
+                "seed": seed,
+                "val_acc": m["val/acc"],
+                "test_acc": m["test/acc"],
+                "test_auc": m["test/auc"],
+                "test_acc_no_tta": m["test/acc_no_tta"],
+                "wall_s": json.loads((where / "wall.json").read_text())["wall_s"],
+            }
+        )
+    return runs
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """95% t-interval of the mean of `values` (one value per split: runs on one split share its
+    test images, so the split, not the run, is the independent unit)."""
+    from scipy import stats
+
+    mean = statistics.mean(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean - half, mean + half
+
+
+def summarise(runs_by_split: dict[int, list[dict[str, float]]], key: str) -> dict[str, object]:
+    per_split = {s: statistics.mean(r[key] for r in rs) for s, rs in runs_by_split.items() if rs}
+    values = list(per_split.values())
+    out: dict[str, object] = {"per_split": per_split, "mean": statistics.mean(values)}
+    if len(values) > 1:
+        out["split_sd"] = statistics.stdev(values)
+        out["ci95"] = t_interval(values)
+    seed_sds = [
+        statistics.stdev(r[key] for r in rs) for rs in runs_by_split.values() if len(rs) > 1
+    ]
+    out["seed_sd"] = statistics.mean(seed_sds) if seed_sds else None
+    return out
+
+
+def table(heldout: bool) -> None:
+    here = Path(__file__).parent
+    results: dict[str, object] = {"fresh_split_seeds": FRESH, "training_seeds": SEEDS}
+    lines = [
+        "| preset | split seed | test ACC (seeds 0, 1, 2) | mean ACC | ACC no TTA | AUC | val ACC | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = "{:.3f}".format
+    for preset in PRESETS:
+        runs = {s: collect(preset, s) for s in FRESH}
+        if not any(runs.values()):
+            continue
+        results[preset] = {"runs": {str(s): r for s, r in runs.items()}}
+        for key in ("test_acc", "test_auc", "test_acc_no_tta", "val_acc"):
+            results[preset][key] = summarise(runs, key)
+        splits = [*FRESH, HELDOUT] if heldout else FRESH
+        for s in splits:
+            rs = runs[s] if s in runs else collect(preset, s)
+            if not rs:
+                continue
+            if s == HELDOUT:
+                results[preset]["heldout"] = {str(HELDOUT): rs}
+            lines.append(
+                f"| {preset} | {s}{' (held out)' if s == HELDOUT else ''} "
+                f"| {' / '.join(fmt(r['test_acc']) for r in rs)} "
+                f"| {fmt(statistics.mean(r['test_acc'] for r in rs))} "
+                f"| {fmt(statistics.mean(r['test_acc_no_tta'] for r in rs))} "
+                f"| {statistics.mean(r['test_auc'] for r in rs):.4f} "
+                f"| {fmt(statistics.mean(r['val_acc'] for r in rs))} "
+                f"| {statistics.mean(r['wall_s'] for r in rs):.0f} |"
+            )
+    lines += ["", "Over the fresh splits (the held-out split is not in these):", ""]
+    lines += [
+        "| preset | metric | mean | sd across splits | 95% t-interval (splits) | mean sd across seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for preset in PRESETS:
+        if preset not in results:
+            continue
+        for key in ("test_acc", "test_auc", "test_acc_no_tta"):
+            s = results[preset][key]
+            digits = 4 if key == "test_auc" else 3
+            ci = s.get("ci95")
+            seed_sd = "-" if s["seed_sd"] is None else f"{s['seed_sd']:.{digits}f}"
+            lines.append(
+                f"| {preset} | {key} | {s['mean']:.{digits}f} "
+                f"| {s.get('split_sd', float('nan')):.{digits}f} "
+                f"| {f'{ci[0]:.{digits}f} to {ci[1]:.{digits}f}' if ci else '-'} "
+                f"| {seed_sd} |"
+            )
+    (here / "fresh_splits.json").write_text(json.dumps(results, indent=1) + "\n")
+    (here / "fresh_splits.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["run", "table"])
+    parser.add_argument("presets", nargs="*", default=list(PRESETS))
+    parser.add_argument(
+        "--heldout", action="store_true", help="also run / tabulate the held-out split"
+    )
+    args = parser.parse_args()
+    if args.command == "run":
+        splits = [*FRESH, HELDOUT] if args.heldout else FRESH
+        for preset in args.presets:
+            for split_seed in splits:
+                for seed in SEEDS:
+                    run_one(preset, split_seed, seed)
+    else:
+        table(args.heldout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Lightning's and torch's known-harmless messages, silenced once for every entry point.
+
+Imported by pathlab/__init__.py, so `python -m pathlab.<anything>`, `pathlab.api` and DDP's
+child processes (which import pathlab again) all get it; no call site filters its own copy.
+Each entry names a message that says nothing about the run and repeats on every run:
+
+- Lightning's advertising tips (litlogger, litmodels), logged at INFO by rank_zero_info;
+- torch's FutureWarning about `LeafSpec`, raised inside Lightning's own _pytree helper;
+- "Precision bf16-mixed is not supported by the model summary": only the summary's size
+  estimate is affected (it assumes 32 bits), not training;
+- the `srun` hint, printed whenever a machine has SLURM installed, also on login nodes and
+  under submitit, which starts its tasks through srun itself.
+
+Real warnings (a small logging interval, a class absent from a split, ...) are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+# (message regex, category) pairs for warnings.filterwarnings; regexes match the message start
+WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    (r"Precision \S+ is not supported by the model summary", UserWarning),
+    (r"The `srun` command is available on your system but is not used", Warning),
+)
+# the start of Lightning's advertising lines, logged (not warned) by rank_zero_info
+TIP_PREFIX = "💡 Tip:"
+RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+class DropTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: try installing ..." records; everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TIP_PREFIX)
+
+
+def silence() -> None:
+    """Install the filters (idempotent: warnings.filterwarnings and addFilter skip duplicates)."""
+    for message, category in WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropTips) for f in logger.filters):
+            logger.addFilter(DropTips())
+
+
+silence()
