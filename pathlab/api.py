@@ -15,6 +15,7 @@ from pathlab.config import compose_config
 from pathlab.data.npz import resplit_npz
 
 __all__ = [
+    "compare",
     "compose_config",
     "demo_data",
     "evaluate",
@@ -47,6 +48,12 @@ def gradcam(overrides: Sequence[str] = (), output_dir: str | Path | None = None)
     from pathlab.gradcam import gradcam as run
 
     return run(compose_config("gradcam", overrides, output_dir))
+
+
+def compare(runs: Sequence[str | Path], out_dir: str | Path = ".", bootstrap: int = 1000) -> dict:
+    from pathlab.compare import compare_runs
+
+    return compare_runs(list(runs), out_dir, bootstrap)
 
 
 def real_sample_path() -> Path:

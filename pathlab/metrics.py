@@ -218,27 +218,36 @@ def resampled_metrics(
     }
 
 
+def bootstrap_draws(
+    y_true: np.ndarray, probs: list[np.ndarray], n_boot: int, seed: int
+) -> list[dict[str, np.ndarray]]:
+    """resampled_metrics of each probability set on the same B resamples (paired when there
+    are several: pathlab.compare's differences), stratified by class for one label per image,
+    by image for multi-label sets (2^L label combinations are too many strata)."""
+    y_true = _check(y_true, probs[0])[0]
+    strata = None if y_true.ndim == 2 else y_true
+    indices = bootstrap_indices(len(y_true), n_boot, seed, strata)
+    draws: list[dict[str, list[np.ndarray]]] = [{} for _ in probs]
+    for start in range(0, n_boot, BOOTSTRAP_CHUNK):
+        weights = bootstrap_weights(indices[start : start + BOOTSTRAP_CHUNK])
+        for p, into in zip(probs, draws, strict=True):
+            for name, values in resampled_metrics(y_true, p, weights).items():
+                into.setdefault(name, []).append(values)
+    return [{name: np.concatenate(parts) for name, parts in d.items()} for d in draws]
+
+
 def bootstrap_intervals(
     y_true: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = LEVEL
 ) -> dict[str, Any]:
     """Percentile bootstrap intervals of the overall metrics and of per-class recall, F1 and AUC.
 
     Resamples are stratified by class (one label per image: each resample keeps the split's
-    class counts, as a re-run of the same test set would); multi-label sets are resampled by
-    image without strata (2^L label combinations are too many strata).
+    class counts, as a re-run on a test set of the same make-up would); multi-label sets are
+    resampled by image (bootstrap_draws).
     Returns {"overall": {metric: [lo, hi]}, "per_class": {metric: [[lo, hi], ...]}, ...}.
     """
     y_true, probs = _check(y_true, probs)
-    strata = None if y_true.ndim == 2 else y_true
-    indices = bootstrap_indices(len(y_true), n_boot, seed, strata)
-    draws: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n_boot, BOOTSTRAP_CHUNK):
-        chunk = resampled_metrics(
-            y_true, probs, bootstrap_weights(indices[start : start + BOOTSTRAP_CHUNK])
-        )
-        for name, values in chunk.items():
-            draws.setdefault(name, []).append(values)
-    stacked = {name: np.concatenate(parts) for name, parts in draws.items()}
+    (stacked,) = bootstrap_draws(y_true, [probs], n_boot, seed)
     intervals = {name: percentile_interval(v, level) for name, v in stacked.items()}
 
     def pair(lo: float, hi: float) -> list[float]:

@@ -1,0 +1,378 @@
+"""Is the difference real? `python -m pathlab.compare RUN_A RUN_B [RUN_C ...] [--out DIR]`.
+
+Runs (run dirs holding predictions.csv, or predictions files) are compared image by image on
+the same test split: they must list the same images (index column) with the same labels, or
+the comparison is refused. For each pair A, B (differences are A - B):
+- ACC: exact McNemar test on which images each gets right (`mcnemar_p`);
+- ACC, balanced accuracy, macro F1, macro AUC: paired bootstrap of the difference (the same
+  stratified resamples for both runs) with its 95% interval and p-value;
+- AUC: DeLong's test as well (binary, or the macro mean of one-vs-rest / per-label AUCs);
+- per class: recall, F1 and AUC of both and the difference with its interval.
+More than two runs are compared pairwise and every p-value gets a Holm-adjusted twin
+(`<name>_holm`) over the pairs. Writes compare.json and compare.md into --out (default: the
+current directory) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from pathlab.errors import ConfigError, DataError, PathlabError
+from pathlab.fileio import atomic_write_json, atomic_write_text
+from pathlab.metrics import bootstrap_draws, classification_report, predicted
+from pathlab.predictions import PREDICTIONS_FILE, Predictions, read_predictions
+from pathlab.stats import (
+    LEVEL,
+    bootstrap_p_value,
+    delong,
+    holm,
+    mcnemar_exact,
+    percentile_interval,
+)
+
+COMPARE_JSON = "compare.json"
+COMPARE_MD = "compare.md"
+OVERALL = ("acc", "balanced_acc", "f1_macro", "auc")
+LABELS = {
+    "acc": "ACC",
+    "balanced_acc": "balanced accuracy",
+    "f1_macro": "macro F1",
+    "auc": "AUC (macro)",
+}
+P_VALUES = ("mcnemar_p", "delong_p") + tuple(f"delta_{m}_p" for m in OVERALL)
+
+
+@dataclass
+class Compared:
+    """One run: its name, where it came from, its test predictions and image indices."""
+
+    name: str
+    source: Path
+    predictions: Predictions
+    indices: np.ndarray
+    data_md5: str | None = None
+
+
+def _index_column(path: Path) -> np.ndarray:
+    with open(path, newline="") as f:
+        rows = csv.reader(f)
+        next(rows, None)
+        return np.array([int(float(row[0])) for row in rows if row])
+
+
+def load_run(source: str | Path) -> Compared:
+    """A run dir (its predictions.csv and metrics.json) or a predictions file."""
+    source = Path(source)
+    csv_path = source / PREDICTIONS_FILE if source.is_dir() else source
+    if not csv_path.is_file():
+        raise DataError(
+            f"{source} is neither a run dir with {PREDICTIONS_FILE} nor a predictions file; "
+            "pass the run dirs of finished runs (outputs/train/runs/<run>) or their predictions.csv."
+        )
+    predictions = read_predictions(csv_path)
+    run_dir = csv_path.parent
+    name = run_dir.name if csv_path.name == PREDICTIONS_FILE else csv_path.stem
+    md5 = None
+    try:
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        name = (summary.get("protocol") or {}).get("title") or name
+        md5 = (summary.get("reproduce") or {}).get("data_md5")
+    except (OSError, ValueError):
+        pass  # a bare predictions file: named after its folder or file
+    return Compared(name, source, predictions, _index_column(csv_path), md5)
+
+
+def check_same_images(a: Compared, b: Compared) -> None:
+    """Refuse a comparison of different images: another split, order or data set."""
+    pa, pb = a.predictions, b.predictions
+
+    def refuse(what: str) -> None:
+        raise DataError(
+            f"{a.source} and {b.source} are not predictions on the same test images ({what}); "
+            "compare runs tested on the same split of the same data file."
+        )
+
+    if list(pa.info.class_names) != list(pb.info.class_names):
+        refuse(f"classes {list(pa.info.class_names)[:4]}... vs {list(pb.info.class_names)[:4]}...")
+    if len(pa) != len(pb):
+        refuse(f"{len(pa)} vs {len(pb)} images")
+    if not np.array_equal(a.indices, b.indices):
+        row = int(np.flatnonzero(a.indices != b.indices)[0])
+        refuse(f"row {row} is image {a.indices[row]} vs {b.indices[row]}")
+    if not np.array_equal(pa.labels, pb.labels):
+        differ = np.flatnonzero(
+            (pa.labels != pb.labels).reshape(len(pa), -1).any(1)
+        )  # per image, also multi-label
+        refuse(f"{len(differ)} labels differ, first at image {int(a.indices[differ[0]])}")
+
+
+def _correct(p: Predictions) -> np.ndarray:
+    """Right or wrong per decision: per image, or per image and label (multi-label)."""
+    pred = predicted(p.probs, p.info.multi_label)
+    return (pred == p.labels.astype(bool)) if p.info.multi_label else (pred == p.labels)
+
+
+def _pair(lo: float, hi: float) -> list[float]:
+    return [float(lo), float(hi)]
+
+
+def compare_pair(a: Compared, b: Compared, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Every paired statistic of A - B on the same images (see the module docstring)."""
+    check_same_images(a, b)
+    pa, pb = a.predictions, b.predictions
+    info, y = pa.info, pa.labels
+    report_a = classification_report(info, y, pa.probs)
+    report_b = classification_report(info, y, pb.probs)
+    draws_a, draws_b = bootstrap_draws(y, [pa.probs, pb.probs], n_boot, seed)
+    mcnemar = mcnemar_exact(_correct(pa), _correct(pb))
+    positives = y.astype(bool) if info.multi_label else np.eye(info.num_classes, dtype=bool)[y]
+    auc_test = delong(positives, pa.probs, pb.probs)
+    out: dict[str, Any] = {"a": a.name, "b": b.name, "a_source": str(a.source)}
+    out |= {"b_source": str(b.source), "n": len(pa)}
+    for m in OVERALL:
+        if info.multi_label and m == "balanced_acc":
+            continue
+        va, vb = report_a["overall"][m], report_b["overall"][m]
+        deltas = draws_a[m] - draws_b[m]
+        out |= {
+            f"{m}_a": va,
+            f"{m}_b": vb,
+            f"delta_{m}": va - vb,
+            f"delta_{m}_ci95": _pair(*percentile_interval(deltas)),
+            f"delta_{m}_p": bootstrap_p_value(deltas),
+        }
+    out |= {
+        "mcnemar_p": mcnemar["p"],
+        "mcnemar_only_a_correct": mcnemar["only_a_correct"],
+        "mcnemar_only_b_correct": mcnemar["only_b_correct"],
+        "delong_p": auc_test["p"],
+        "delong_se": auc_test["se"],
+    }
+    per_class = []
+    intervals = {
+        m: percentile_interval(draws_a[key] - draws_b[key])
+        for m, key in (("recall", "recall"), ("f1", "f1"), ("auc", "auc_per_class"))
+    }
+    for c, (ra, rb) in enumerate(zip(report_a["per_class"], report_b["per_class"], strict=True)):
+        row: dict[str, Any] = {"class": ra["class"], "support": ra["support"]}
+        for m in ("recall", "f1", "auc"):
+            row |= {
+                f"{m}_a": ra[m],
+                f"{m}_b": rb[m],
+                f"delta_{m}": ra[m] - rb[m],
+                f"delta_{m}_ci95": _pair(*intervals[m][:, c]),
+            }
+        per_class.append(row)
+    out["per_class"] = per_class
+    out["bootstrap"] = {
+        "n_boot": n_boot,
+        "seed": seed,
+        "level": LEVEL,
+        "method": "paired percentile bootstrap"
+        + (", by image" if info.multi_label else ", stratified by class"),
+    }
+    if info.multi_label:
+        out["mcnemar_note"] = "on every (image, label) decision; decisions of one image correlate"
+    if a.data_md5 and b.data_md5 and a.data_md5 != b.data_md5:
+        out["warning"] = (
+            f"the runs' data files differ (md5 {a.data_md5[:8]} vs {b.data_md5[:8]}) although "
+            "their test images and labels agree: check that they are the same test split."
+        )
+    return out
+
+
+def compare_runs(
+    sources: list[str | Path], out_dir: str | Path = ".", n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Compare runs pairwise and write compare.json and compare.md into `out_dir`.
+
+    Two runs: compare.json is the pair's flat record. More: {"n", "runs", "correction":
+    "holm", "pairs": [...]}, each pair with `<p-value>_holm` beside every p-value.
+    """
+    if len(sources) < 2:
+        raise ConfigError(f"compare needs at least two runs, got {len(sources)}: RUN_A RUN_B ...")
+    if n_boot < 1:
+        raise ConfigError(f"--bootstrap must be at least 1 resample, got {n_boot}.")
+    runs = [load_run(s) for s in sources]
+    for other in runs[1:]:
+        check_same_images(runs[0], other)  # refuse before any bootstrap is spent
+    pairs = [compare_pair(a, b, n_boot, seed) for a, b in itertools.combinations(runs, 2)]
+    if len(pairs) > 1:
+        for key in P_VALUES:
+            if all(key in p for p in pairs):
+                for pair, adjusted in zip(pairs, holm([p[key] for p in pairs]), strict=True):
+                    pair[f"{key}_holm"] = adjusted
+        result = {
+            "n": pairs[0]["n"],
+            "runs": [{"name": r.name, "source": str(r.source)} for r in runs],
+            "correction": "holm",
+            "pairs": pairs,
+        }
+    else:
+        result = pairs[0]
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / COMPARE_JSON, result)
+    atomic_write_text(out_dir / COMPARE_MD, compare_markdown(pairs))
+    print_pairs(pairs)
+    return result
+
+
+def _pts(value: float) -> str:
+    return f"{100 * value:+.2f}"
+
+
+def _p(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def headline_sentence(pair: dict[str, Any]) -> str:
+    """The sentence a paper states: who is ahead on ACC, by how much, the interval and p."""
+    delta, (lo, hi) = pair["delta_acc"], pair["delta_acc_ci95"]
+    if delta == 0:
+        return (
+            f"{pair['a']} and {pair['b']} have the same ACC ({pair['acc_a']:.4f}; McNemar p = "
+            f"{_p(pair['mcnemar_p'])}, n = {pair['n']} images)."
+        )
+    ahead, behind, sign = (pair["a"], pair["b"], 1) if delta >= 0 else (pair["b"], pair["a"], -1)
+    lo, hi = sorted((sign * lo, sign * hi))
+    text = (
+        f"{ahead} beats {behind} by {100 * abs(delta):.2f} points of ACC "
+        f"(95% CI {100 * lo:.2f} to {100 * hi:.2f}, McNemar p = {_p(pair['mcnemar_p'])}"
+    )
+    if "mcnemar_p_holm" in pair:
+        text += f", Holm-adjusted {_p(pair['mcnemar_p_holm'])}"
+    text += f"; n = {pair['n']} images)."
+    if lo <= 0:
+        text += " The interval contains 0: this test split does not tell them apart."
+    return text
+
+
+def _pair_rows(pair: dict[str, Any]) -> list[tuple[str, str, str, str, str, str, str]]:
+    rows = []
+    for m in OVERALL:
+        if f"{m}_a" not in pair:
+            continue
+        lo, hi = pair[f"delta_{m}_ci95"]
+        test = {"acc": f"McNemar {_p(pair['mcnemar_p'])}", "auc": f"DeLong {_p(pair['delong_p'])}"}
+        rows.append(
+            (
+                LABELS[m],
+                f"{pair[f'{m}_a']:.4f}",
+                f"{pair[f'{m}_b']:.4f}",
+                _pts(pair[f"delta_{m}"]),
+                f"{_pts(lo)} to {_pts(hi)}",
+                _p(pair[f"delta_{m}_p"]),
+                test.get(m, ""),
+            )
+        )
+    return rows
+
+
+def compare_markdown(pairs: list[dict[str, Any]]) -> str:
+    lines = [f"# Paired comparison on {pairs[0]['n']} test images", ""]
+    boot = pairs[0]["bootstrap"]
+    lines += [
+        f"Differences are A - B in points (x100). Intervals and bootstrap p-values: "
+        f"{boot['method']}, B = {boot['n_boot']}, seed {boot['seed']}. McNemar: exact test on "
+        "the images only one run gets right. DeLong: the macro AUC's paired variance.",
+        "",
+    ]
+    if len(pairs) > 1:
+        lines += [
+            "## Pairs (Holm-adjusted over the pairs)",
+            "",
+            "| A | B | ΔACC | 95% CI | McNemar p | Holm | ΔAUC | DeLong p | Holm |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for p in pairs:
+            lo, hi = p["delta_acc_ci95"]
+            lines.append(
+                f"| {p['a']} | {p['b']} | {_pts(p['delta_acc'])} | {_pts(lo)} to {_pts(hi)} "
+                f"| {_p(p['mcnemar_p'])} | {_p(p['mcnemar_p_holm'])} | {_pts(p['delta_auc'])} "
+                f"| {_p(p['delong_p'])} | {_p(p['delong_p_holm'])} |"
+            )
+        lines.append("")
+    for p in pairs:
+        lines += [f"## A = {p['a']}, B = {p['b']}", "", headline_sentence(p), ""]
+        lines += [f"- A: `{p['a_source']}`", f"- B: `{p['b_source']}`", ""]
+        if "warning" in p:
+            lines += [f"**Warning:** {p['warning']}", ""]
+        lines += [
+            "| metric | A | B | A - B (points) | 95% CI | bootstrap p | test |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in _pair_rows(p)]
+        lines += [
+            "",
+            "| class | support | recall A | recall B | Δ recall (95% CI) | Δ F1 (95% CI) | Δ AUC (95% CI) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in p["per_class"]:
+            cells = []
+            for m in ("recall", "f1", "auc"):
+                lo, hi = row[f"delta_{m}_ci95"]
+                cells.append(
+                    "n/a"
+                    if math.isnan(row[f"delta_{m}"])
+                    else f"{_pts(row[f'delta_{m}'])} ({_pts(lo)} to {_pts(hi)})"
+                )
+            lines.append(
+                f"| {row['class']} | {row['support']} | {row['recall_a']:.3f} "
+                f"| {row['recall_b']:.3f} | " + " | ".join(cells) + " |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_pairs(pairs: list[dict[str, Any]]) -> None:
+    console = Console()
+    for p in pairs:
+        table = Table(title=f"A = {p['a']}  vs  B = {p['b']}  ({p['n']} images)")
+        for column in ("metric", "A", "B", "A - B (pts)", "95% CI", "bootstrap p", "test"):
+            table.add_column(column, justify="left" if column in ("metric", "test") else "right")
+        for row in _pair_rows(p):
+            table.add_row(*row)
+        console.print(table)
+        console.print(headline_sentence(p))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pathlab.compare",
+        description="Paired comparison of runs on the same test images: McNemar, paired "
+        "bootstrap and DeLong; more than two runs pairwise with Holm's correction.",
+    )
+    parser.add_argument(
+        "runs", nargs="+", help="run dirs (with predictions.csv) or predictions files"
+    )
+    parser.add_argument(
+        "--out", default=".", help="where compare.json and compare.md go (default: the current dir)"
+    )
+    parser.add_argument("--bootstrap", type=int, default=1000, help="resamples (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="the resamples' seed (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        compare_runs(args.runs, args.out, args.bootstrap, args.seed)
+    except PathlabError as exc:
+        print(f"pathlab: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"comparison written to {Path(args.out) / COMPARE_MD} and {COMPARE_JSON}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
