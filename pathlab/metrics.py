@@ -12,7 +12,7 @@ MedMNIST's definitions (medmnist.evaluator.getACC / getAUC), per task:
   raise; torchmetrics would count it as 0, biasing checkpoint selection on small splits).
 - f1_macro, balanced_acc: unweighted means over the classes present in the split.
 - ece: expected calibration error of the top-class confidence (multi-label: of every label's
-  probability), 15 equal-width bins, L1.
+  probability), 15 equal-width bins, L1; nll: mean negative log-likelihood (calibration).
 - 95% intervals (`bootstrap_intervals`, `classification_report(bootstrap=B)`): percentile
   bootstrap over images, stratified by class, B resamples at once (`resampled_metrics` is the
   same definitions, vectorised over resamples; tests hold the two equal).
@@ -130,6 +130,20 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray) -> float:
     if y.ndim == 2:  # multi-label: every label's probability is a binary forecast
         return float(binary_calibration_error(p.flatten(), y.flatten(), n_bins=ECE_BINS, norm="l1"))
     return float(multiclass_calibration_error(p, y, p.shape[1], n_bins=ECE_BINS, norm="l1"))
+
+
+NLL_FLOOR = 1e-12  # a probability rounded to 0 (float32 underflow) costs -log(1e-12) = 27.6
+
+
+def negative_log_likelihood(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels (natural log): -log p[true class], or
+    per label the binary cross-entropy (multi-label); calibration's objective and score."""
+    y_true, probs = _check(y_true, probs)
+    p = np.clip(probs, NLL_FLOOR, 1.0)
+    if y_true.ndim == 2:
+        q = np.clip(1 - probs, NLL_FLOOR, 1.0)
+        return float(-np.mean(np.where(y_true == 1, np.log(p), np.log(q))))
+    return float(-np.mean(np.log(p[np.arange(len(y_true)), y_true])))
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray, fill: float = 0.0) -> np.ndarray:

@@ -1,0 +1,179 @@
+"""Post-hoc calibration fitted on the validation split: one temperature for a softmax
+(multi-class, binary, ordinal), Platt scaling per label for sigmoids (multi-label).
+
+Both divide or scale logits, so the argmax (and the ACC) of a softmax never changes; the
+parameters are a plain dict ({"method": "temperature", "temperature": T} or {"method":
+"platt", "scale": [...], "bias": [...]}) that a checkpoint, an export sidecar or metrics.json
+carries, and `scale_logits` applies it wherever logits become probabilities.
+
+Fitting is LBFGS on the mean negative log-likelihood (Guo et al. 2017 for the temperature;
+Platt 1999 per label). torch's LBFGS is used rather than scipy so the same code runs on the
+logits where they are, in float64 for a stable optimum.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pathlab.errors import PredictionError
+from pathlab.metrics import expected_calibration_error, negative_log_likelihood
+
+METHODS = ("none", "temperature")  # config values of `calibration`; multi-label maps to Platt
+
+
+def _as_tensors(logits: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    z = torch.as_tensor(np.asarray(logits) if not torch.is_tensor(logits) else logits)
+    y = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
+    z = z.detach().to("cpu", torch.float64)
+    y = y.detach().to("cpu")
+    if z.ndim != 2 or len(z) == 0 or len(y) != len(z):
+        raise PredictionError(
+            f"calibration needs (N, C) logits and N labels of the validation split, got logits "
+            f"{tuple(z.shape)} and labels {tuple(y.shape)}."
+        )
+    if not torch.isfinite(z).all():
+        raise PredictionError("validation logits hold NaN or infinity: nothing to calibrate.")
+    return z, y
+
+
+def _lbfgs(params: list[torch.Tensor], loss_fn, max_iter: int) -> None:
+    optimizer = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+
+
+def fit_temperature(logits: Any, labels: Any, max_iter: int = 200) -> float:
+    """The temperature T minimising the mean NLL of softmax(logits / T) on (validation) labels.
+
+    Optimised over log T, so T stays positive; T > 1 softens an over-confident model."""
+    z, y = _as_tensors(logits, labels)
+    y = y.long().ravel()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    _lbfgs([log_t], lambda: F.cross_entropy(z / log_t.exp(), y), max_iter)
+    return float(log_t.detach().exp())
+
+
+def fit_platt(logits: Any, labels: Any, max_iter: int = 200) -> tuple[list[float], list[float]]:
+    """Per-label scale a and bias b minimising the NLL of sigmoid(a * logit + b) (multi-label)."""
+    z, y = _as_tensors(logits, labels)
+    y = y.to(torch.float64).reshape(z.shape)
+    scale = torch.ones(z.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    _lbfgs(
+        [scale, bias],
+        lambda: F.binary_cross_entropy_with_logits(z * scale + bias, y),
+        max_iter,
+    )
+    return scale.detach().tolist(), bias.detach().tolist()
+
+
+def fit(logits: Any, labels: Any, multi_label: bool) -> dict[str, Any]:
+    """The calibration parameters for this task: a temperature, or Platt scaling per label."""
+    if multi_label:
+        scale, bias = fit_platt(logits, labels)
+        return {"method": "platt", "scale": scale, "bias": bias}
+    return {"method": "temperature", "temperature": fit_temperature(logits, labels)}
+
+
+def scale_logits(logits: torch.Tensor, calibration: dict[str, Any] | None) -> torch.Tensor:
+    """Calibrated logits (same dtype and device); unchanged without calibration."""
+    if not calibration or calibration.get("method", "none") == "none":
+        return logits
+    if calibration["method"] == "temperature":
+        return logits / calibration["temperature"]
+    if calibration["method"] == "platt":
+        scale = torch.as_tensor(calibration["scale"], dtype=logits.dtype, device=logits.device)
+        bias = torch.as_tensor(calibration["bias"], dtype=logits.dtype, device=logits.device)
+        return logits * scale + bias
+    raise PredictionError(
+        f"unknown calibration method {calibration['method']!r}: temperature, platt or none."
+    )
+
+
+def _probs(logits: torch.Tensor, multi_label: bool) -> np.ndarray:
+    return (logits.sigmoid() if multi_label else logits.softmax(-1)).numpy()
+
+
+def fit_and_score(logits: Any, labels: Any, multi_label: bool) -> dict[str, Any]:
+    """Fit on validation logits and say what it did: the parameters with val_nll_before/after
+    and val_ece_before/after (pathlab.metrics' definitions)."""
+    z, y = _as_tensors(logits, labels)
+    params = fit(z, y, multi_label)
+    y_np = y.numpy().astype(int)
+    before, after = _probs(z, multi_label), _probs(scale_logits(z, params), multi_label)
+    return params | {
+        "val_nll_before": negative_log_likelihood(y_np, before),
+        "val_nll_after": negative_log_likelihood(y_np, after),
+        "val_ece_before": expected_calibration_error(y_np, before),
+        "val_ece_after": expected_calibration_error(y_np, after),
+    }
+
+
+def test_scores(y_true: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict[str, float]:
+    """test_ece_before/after and test_nll_before/after of uncalibrated and calibrated probs."""
+    return {
+        "test_ece_before": expected_calibration_error(y_true, before),
+        "test_ece_after": expected_calibration_error(y_true, after),
+        "test_nll_before": negative_log_likelihood(y_true, before),
+        "test_nll_after": negative_log_likelihood(y_true, after),
+    }
+
+
+test_scores.__test__ = False  # a library function, not a pytest test
+
+
+def by_class_frequency(
+    y_true: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    names: list[str],
+    class_counts: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """Calibration of rare, middle and common classes (thirds by class frequency: the training
+    counts when given, else this split's), since rare classes are where calibration fails.
+
+    Per third: its classes, images, their share of the split, the mean predicted share of
+    those classes (over- or under-predicted?) and the mean class-wise ECE (each class's
+    probability as a binary forecast of that class) before and after calibration."""
+    y_true = np.asarray(y_true)
+    k = before.shape[1]
+    onehot = y_true.astype(int) if y_true.ndim == 2 else np.eye(k, dtype=int)[y_true]
+    counts = np.asarray(class_counts if class_counts is not None else onehot.sum(0), dtype=float)
+    order = np.argsort(counts, kind="stable")
+    rows = []
+    for name, members in zip(("rare", "middle", "common"), np.array_split(order, 3), strict=True):
+        if len(members) == 0:
+            continue
+        present = [c for c in members if 0 < onehot[:, c].sum() < len(onehot)]
+        row: dict[str, Any] = {
+            "third": name,
+            "classes": [names[c] for c in members],
+            "images": int(onehot[:, members].sum()),
+            "share": float(onehot[:, members].sum() / onehot.sum()),
+        }
+        for when, probs in (("before", before), ("after", after)):
+            row[f"predicted_share_{when}"] = float(probs[:, members].sum() / probs.sum())
+            row[f"classwise_ece_{when}"] = (
+                float(
+                    np.mean(
+                        [expected_calibration_error(onehot[:, [c]], probs[:, [c]]) for c in present]
+                    )
+                )
+                if present
+                else math.nan
+            )
+        rows.append(row)
+    return rows
