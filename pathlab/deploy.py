@@ -9,6 +9,8 @@ multi-label set). The same tensor pipeline serves `pathlab.predict` and the expo
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,35 +142,79 @@ def example_input(trained: TrainedModel, input_dtype: str, n: int = 2) -> torch.
     return torch.rand(shape)
 
 
-def export(trained: TrainedModel, fmt: str, path: Path, input_dtype: str = "uint8") -> Path:
-    """Write the deployed model as ONNX (dynamic batch axis) or TorchScript, atomically,
-    and its sidecar `<file>.json`."""
+# protobuf caps one message at 2 GB: a model whose weights fit (with room for the graph) is one
+# self-contained file; a larger one keeps its weights in `<file>.data` beside it (a stable name the
+# file itself refers to, listed in the sidecar).
+ONNX_SINGLE_FILE_BYTES = 2**31 - 2**26
+
+
+def onnx_weight_bytes(program: Any) -> int:
+    """Bytes of an ONNXProgram's initializers (the weights that would be saved)."""
+    return sum(
+        value.const_value.nbytes
+        for value in program.model.graph.initializers.values()
+        if value.const_value is not None
+    )
+
+
+def onnx_program(trained: TrainedModel, input_dtype: str = "uint8") -> Any:
+    """The deployed model as an in-memory ONNXProgram (dynamic batch axis), not yet saved."""
+    model = DeployedClassifier(trained, input_dtype).eval()
+    return torch.onnx.export(
+        model,
+        (example_input(trained, input_dtype),),
+        input_names=["images"],
+        output_names=["probabilities"],
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+        dynamo=True,
+        verbose=False,
+    )
+
+
+def save_onnx(program: Any, path: Path, limit: int | None = None) -> list[Path]:
+    """Write an ONNXProgram as `path` (weights inside), or above `limit` as `path` + `path.data`.
+
+    torch.onnx.export(f=...) saves the weights as external data named after the file it is given,
+    which under an atomic write is a hidden temporary name: such a model fails once copied
+    elsewhere. Here the file is written whole (atomically), or both files are written into a
+    temporary folder under their final names and moved into place; nothing is left on failure.
+    Returns the files written.
+    """
+    data = path.with_name(path.name + ".data")
+    limit = ONNX_SINGLE_FILE_BYTES if limit is None else limit
+    if onnx_weight_bytes(program) <= limit:
+        atomic_write(path, lambda tmp: program.save(str(tmp), external_data=False))
+        data.unlink(missing_ok=True)  # the weights of a previous, larger export at this path
+        return [path]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp_dir:
+        tmp = Path(tmp_dir) / path.name
+        program.save(str(tmp), external_data=True)  # tmp + tmp.data, which tmp names by basename
+        os.replace(Path(tmp_dir) / data.name, data)
+        os.replace(tmp, path)
+    return [path, data]
+
+
+def export(trained: TrainedModel, fmt: str, path: Path, input_dtype: str = "uint8") -> list[Path]:
+    """Write the deployed model as ONNX (dynamic batch axis) or TorchScript, atomically, and its
+    sidecar `<file>.json`. Returns the model's files (ONNX above 2 GB: the file and its .data)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is unknown; use onnx or torchscript.")
-    model = DeployedClassifier(trained, input_dtype).eval()
-    example = example_input(trained, input_dtype)
+    if fmt == "onnx":
+        files = save_onnx(onnx_program(trained, input_dtype), path)
+    else:
+        model = DeployedClassifier(trained, input_dtype).eval()
+        example = example_input(trained, input_dtype)
 
-    def write_onnx(tmp: Path) -> None:
-        batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(tmp),
-            input_names=["images"],
-            output_names=["probabilities"],
-            dynamic_shapes=({0: batch},),
-            dynamo=True,
-            verbose=False,
-        )
+        def write_torchscript(tmp: Path) -> None:
+            with torch.no_grad():
+                torch.jit.save(torch.jit.trace(model, example), str(tmp))
 
-    def write_torchscript(tmp: Path) -> None:
-        with torch.no_grad():
-            torch.jit.save(torch.jit.trace(model, example), str(tmp))
-
-    atomic_write(path, write_onnx if fmt == "onnx" else write_torchscript)
+        files = [atomic_write(path, write_torchscript)]
     meta = sidecar(trained, input_dtype, path.name)
+    meta["files"] = [f.name for f in files]  # everything to copy with the sidecar
     atomic_write_text(path.with_suffix(path.suffix + ".json"), json.dumps(meta, indent=2) + "\n")
-    return path
+    return files
 
 
 def run_exported(path: Path, fmt: str, images: torch.Tensor) -> np.ndarray:

@@ -42,7 +42,7 @@ def export_model(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     trained = load_trained_model(cfg.ckpt_path)
     path = Path(cfg.output) if cfg.output else run_dir / f"model{FORMATS[cfg.format]}"
-    export(trained, cfg.format, path, cfg.input_dtype)
+    files = export(trained, cfg.format, path, cfg.input_dtype)
     torch.manual_seed(0)
     images = example_input(trained, cfg.input_dtype, n=cfg.parity_images)
     exported = run_exported(path, cfg.format, images)
@@ -52,6 +52,7 @@ def export_model(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(cfg.ckpt_path),
         "format": cfg.format,
         "file": str(path),
+        "files": [str(f) for f in files],  # ship these with the sidecar (ONNX: one file up to 2 GB)
         "sidecar": str(path) + ".json",
         "input_dtype": cfg.input_dtype,
         "parity_images": cfg.parity_images,
@@ -65,8 +66,9 @@ def export_model(cfg: DictConfig) -> dict[str, Any]:
             f"(tolerance {cfg.parity_tolerance}); do not ship it. Report this with export.json."
         )
     Console().print(
-        f"{cfg.format} model written to {path} (+ .json sidecar); parity with the Lightning "
-        f"model on {cfg.parity_images} images: max |difference| {difference:.1e}"
+        f"{cfg.format} model written to {', '.join(str(f) for f in files)} (+ .json sidecar: "
+        f"copy them together); parity with the Lightning model on {cfg.parity_images} images: "
+        f"max |difference| {difference:.1e}"
     )
     return summary
 
