@@ -42,12 +42,19 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.
 
 
 def storage_error(exc: OSError) -> StorageError:
-    where = exc.filename or "an output file"
+    """The file the user chose: a move or copy (src -> dst) failed writing dst, not the temp src."""
+    where = exc.filename2 or exc.filename or "an output file"
     return StorageError(
         f"cannot write {where}: {exc.strerror or exc}. Free space there or point the output "
-        "elsewhere (hydra.run.dir=..., PATHLAB_CACHE_DIR=..., data.root=...); files written "
-        "before are kept (every pathlab write is atomic)."
+        "elsewhere (hydra.run.dir=..., PATHLAB_CACHE_DIR=..., data.root=...); pathlab's own "
+        "files written before are kept (each is written to a temp file beside it, then renamed)."
     )
+
+
+def interrupted_message(task: str = "") -> str:
+    """The one line of a Ctrl-C outside training (which has its own resume message)."""
+    what = f"pathlab.{task}" if task else "the run"
+    return f"{what} was interrupted (Ctrl-C); files it had finished are kept, nothing half-written."
 
 
 def find_pathlab_error(exc: BaseException | None) -> PathlabError | None:

@@ -50,7 +50,45 @@ def read_input(path: Path, trained: TrainedModel, split: str) -> DecodedImages:
         raise DataError(
             f"input={path} holds no image (looked for .png .jpg .jpeg .tif .tiff .bmp, recursively)."
         )
-    return read_image_files(files, info.size, info.channels, root=path)
+    return read_image_files(files, info.size, info.channels, root=path, modality=info.title)
+
+
+def report_changes(decoded: DecodedImages, size: int) -> None:
+    """Say, once per run, what was changed to fit the model and which labels are doubtful."""
+    n = len(decoded.names)
+    if decoded.resized:
+        log.warning(
+            "%d of %d images were not %dx%d and were changed to fit the model's input: "
+            "%d centre-cropped to a square, %d resized (bicubic)",
+            decoded.resized,
+            n,
+            size,
+            size,
+            decoded.cropped,
+            decoded.scaled,
+        )
+    if decoded.rescaled_depth:
+        log.warning(
+            "%d of %d images had more than 8 bits per channel and were scaled to 8 bits by their "
+            "bit depth or range",
+            decoded.rescaled_depth,
+            n,
+        )
+    if decoded.warnings:
+        kinds = ", ".join(f"{k}: {v}" for k, v in decoded.warning_counts().items())
+        log.warning(
+            "%d of %d images have a warning in the CSV's warning column (%s), e.g. %s",
+            len(decoded.warnings),
+            n,
+            kinds,
+            "; ".join(f"{k}: {' | '.join(v)}" for k, v in list(decoded.warnings.items())[:2]),
+        )
+    if decoded.failed:
+        log.warning(
+            "%d file(s) could not be read and are listed with their error in the CSV: %s",
+            len(decoded.failed),
+            ", ".join(list(decoded.failed)[:5]),
+        )
 
 
 def predictions_csv(decoded: DecodedImages, probs: np.ndarray, trained: TrainedModel) -> str:
@@ -58,22 +96,34 @@ def predictions_csv(decoded: DecodedImages, probs: np.ndarray, trained: TrainedM
     names = info.class_names
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    warned = {name: " | ".join(texts) for name, texts in decoded.warnings.items()}
     prob_columns = [f"prob_{n}" for n in names]
     if info.multi_label:
-        writer.writerow(["file", "labels", *prob_columns, "error"])
+        writer.writerow(["file", "labels", *prob_columns, "warning", "error"])
         chosen = predicted(probs, True)
         for name, p, row in zip(decoded.names, probs, chosen, strict=True):
             labels = ";".join(n for n, on in zip(names, row, strict=True) if on)
-            writer.writerow([name, labels, *(f"{v:.6g}" for v in p), ""])
-        blank = [""] * (1 + len(names))
+            writer.writerow([name, labels, *(f"{v:.6g}" for v in p), warned.get(name, ""), ""])
+        blank = [""] * (2 + len(names))
     else:
-        writer.writerow(["file", "pred", "pred_name", "confidence", *prob_columns, "error"])
+        writer.writerow(
+            ["file", "pred", "pred_name", "confidence", *prob_columns, "warning", "error"]
+        )
         for name, p in zip(decoded.names, probs, strict=True):
             c = int(p.argmax())
+            probs_text = [f"{v:.6g}" for v in p]
             writer.writerow(
-                [name, names[c], info.long_names[c], f"{p[c]:.6g}", *(f"{v:.6g}" for v in p), ""]
+                [
+                    name,
+                    names[c],
+                    info.long_names[c],
+                    f"{p[c]:.6g}",
+                    *probs_text,
+                    warned.get(name, ""),
+                    "",
+                ]
             )
-        blank = [""] * (3 + len(names))
+        blank = [""] * (4 + len(names))
     for name, why in decoded.failed.items():
         writer.writerow([name, *blank, why])
     return buffer.getvalue()
@@ -87,21 +137,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     decoded = read_input(Path(cfg.input).expanduser(), trained, cfg.split)
     decode_s = time.perf_counter() - started
-    if decoded.resized:
-        log.warning(
-            "%d of %d images were not %dx%d: centre-cropped to a square and resized (bicubic) "
-            "to the model's input size",
-            decoded.resized,
-            len(decoded.names),
-            info.size,
-            info.size,
-        )
-    if decoded.failed:
-        log.warning(
-            "%d file(s) could not be read and are listed with their error in the CSV: %s",
-            len(decoded.failed),
-            ", ".join(list(decoded.failed)[:5]),
-        )
+    report_changes(decoded, info.size)
     colour_match = resolve_colour_match(trained, cfg.get("colour_match", "auto"))
     if colour_match == "set" and len(decoded.images) < SMALL_SET:
         log.warning(
@@ -125,6 +161,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     model_s = time.perf_counter() - started
     output = Path(cfg.output).expanduser()
     atomic_write_text(output, predictions_csv(decoded, probs, trained))
+    if not decoded.names:
+        first = next(iter(decoded.failed.items()), ("", ""))
+        raise DataError(
+            f"nothing was labelled: none of the {len(decoded.failed)} file(s) in input={cfg.input} "
+            f"could be read (e.g. {first[0]}: {first[1]}). {output} lists each file's error."
+        )
     total = decode_s + model_s
     summary = {
         "checkpoint": str(cfg.ckpt_path),
@@ -135,15 +177,20 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "colour_match": colour_match,
         "images": len(decoded.names),
         "failed": decoded.failed,
-        "resized": decoded.resized,
+        "resized": decoded.resized,  # changed to fit: centre-cropped and/or resized
+        "cropped": decoded.cropped,
+        "rescaled_to_8_bits": decoded.rescaled_depth,
+        "warned": len(decoded.warnings),
+        "warnings": decoded.warning_counts(),
         "decode_s": round(decode_s, 4),
         "model_s": round(model_s, 4),
         "images_per_s": round(len(decoded.names) / total, 1) if total > 0 else None,
         "decode_share": round(decode_s / total, 3) if total > 0 else None,
     }
     atomic_write_json(run_dir / "predict.json", summary)
+    flagged = f", {len(decoded.warnings)} with a warning" if decoded.warnings else ""
     Console().print(
-        f"{len(decoded.names)} images labelled ({len(decoded.failed)} unreadable) with {info.title} "
+        f"{len(decoded.names)} images labelled ({len(decoded.failed)} unreadable{flagged}) with {info.title} "
         f"classes, TTA {views}: {output}\n"
         f"{summary['images_per_s']} images/s; decoding {decode_s:.2f} s, model {model_s:.2f} s"
     )
