@@ -3,12 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
-from pathlab.errors import PathlabError
+from pathlab.data.info import MEDMNIST_2D, DatasetInfo
+from pathlab.errors import DataError, PathlabError
 from pathlab.predictions import read_predictions
 from pathlab.publish import publish_report
+
+
+def check_columns(path: str | Path, flag: str | None = None) -> None:
+    """A predictions.csv that lacks probability columns, named as such (read_predictions would
+    take the columns that are there for the classes and report a rule about label values)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return  # read_predictions says what is wrong with the file itself
+    names = [h.removeprefix("prob_") for h in header if h.startswith("prob_")]
+    if not names:
+        raise DataError(
+            f"{path} has no probability columns (prob_<class>; it has {', '.join(header[:6])}...): "
+            "the report needs each class's probability; pass the predictions.csv a pathlab run wrote."
+        )
+    for candidate in [flag] if flag else MEDMNIST_2D:
+        try:
+            expected = list(DatasetInfo.create(candidate).class_names)
+        except PathlabError:
+            continue
+        missing = [n for n in expected if n not in names]
+        if missing and len(missing) < len(expected) and set(names) <= set(expected):
+            raise DataError(
+                f"{path} lacks the probability column(s) {', '.join('prob_' + n for n in missing)} "
+                f"of {candidate}'s {len(expected)} classes (it has {len(names)}); every class needs "
+                "its column: pass the complete predictions.csv of the run."
+            )
+    if "true" in header and rows:
+        column = header.index("true")
+        try:
+            top = max(int(float(row[column])) for row in rows if len(row) > column)
+        except ValueError:
+            return
+        if top >= len(names):
+            raise DataError(
+                f"{path} has true labels up to {top} but only {len(names)} probability columns "
+                f"({', '.join('prob_' + n for n in names[:4])}...): a prob_<class> column is "
+                "missing; pass the complete predictions.csv of the run."
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        check_columns(args.predictions, args.flag)
         predictions = read_predictions(args.predictions, args.split, args.flag)
         out = Path(args.out) if args.out else Path(args.predictions).resolve().parent
         published = publish_report(

@@ -89,13 +89,23 @@ def load_run(path: Path) -> Run:
     overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
     try:
         data = json.loads((path / "metrics.json").read_text())
-    except (OSError, ValueError):
+    except OSError:
         return Run(
             path,
             overrides,
             "failed",
             reason=_failure_reason(path, "no metrics.json (crashed or still running)"),
         )
+    except ValueError as exc:  # cut short (a full disk, a kill mid-copy): not a missing file
+        return Run(
+            path,
+            overrides,
+            "failed",
+            reason=f"metrics.json is truncated or not JSON ({type(exc).__name__}: {exc}); "
+            "the run's checkpoints may still hold its results",
+        )
+    if not isinstance(data, dict):
+        return Run(path, overrides, "failed", reason="metrics.json is not a JSON object")
     status = data.get("status", "completed")
     run = Run(path, overrides, status, data.get("metrics", {}), data.get("optimized_metric"))
     if status != "completed":
