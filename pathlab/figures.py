@@ -74,44 +74,81 @@ def confusion_figure(cm: np.ndarray, names: Sequence[str]) -> Figure:
     return fig
 
 
+def _class_ticks(ax, names: Sequence[str]) -> None:
+    """Class names under the x axis, turned when there are many (14 ChestMNIST labels)."""
+    many = len(names) > 9
+    ax.set_xticks(
+        np.arange(len(names)), names, rotation=40 if many else 0, ha="right" if many else "center"
+    )
+
+
 def per_class_figure(per_class: list[dict[str, Any]]) -> Figure:
     names = [row["class"] for row in per_class]
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    fig = Figure(figsize=(max(10, 0.8 * len(names) + 3), 4.4), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(names))
     for i, metric in enumerate(("precision", "recall", "f1")):
         ax.bar(x + (i - 1) * 0.27, [row[metric] for row in per_class], width=0.27, label=metric)
-    ax.set(
-        xticks=x,
-        xticklabels=names,
-        ylim=(0, 1.05),
-        ylabel="score",
-        title="Per-class precision, recall (sensitivity) and F1",
-    )
-    ax.legend(loc="lower right")
+    _class_ticks(ax, names)
+    ax.set(ylim=(0, 1.05), ylabel="score", title="Per-class precision, recall (sensitivity) and F1")
+    fig.legend(loc="outside upper center", ncol=3, fontsize=9)  # above the axes, off the bars
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+ROC_OVERLAY_MAX = (
+    9  # more curves than this get a panel each: 14 overlaid lines cannot be told apart
+)
 
 
 def roc_figure(
     y_true: np.ndarray, probs: np.ndarray, names: Sequence[str], aucs: Sequence[float]
 ) -> Figure:
-    fig = Figure(figsize=(6.4, 6), layout="constrained")
-    ax = fig.subplots()
+    """One-vs-rest (or per-label) ROC curves: overlaid for up to 9 classes, else one small
+    panel per class with its AUC (a class without positives or negatives has no curve)."""
+    curves = []
     for c, name in enumerate(names):
         positives = y_true[:, c] == 1 if y_true.ndim == 2 else y_true == c
         if 0 < positives.sum() < len(y_true):
             fpr, tpr, _ = roc_curve(positives, probs[:, c])
-            ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {aucs[c]:.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        title="ROC curves (one-vs-rest, or per label)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    ax.legend(loc="lower right", fontsize=8)
+            curves.append((name, fpr, tpr, aucs[c]))
+        else:
+            curves.append((name, None, None, None))
+    title = "ROC curves (one-vs-rest, or per label)"
+    if len(names) <= ROC_OVERLAY_MAX:
+        fig = Figure(figsize=(6.4, 6), layout="constrained")
+        ax = fig.subplots()
+        for name, fpr, tpr, auc in curves:
+            if fpr is not None:
+                ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {auc:.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            title=title,
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+        )
+        ax.legend(loc="lower right", fontsize=8)
+        return fig
+    cols = int(np.ceil(np.sqrt(len(names))))
+    rows = int(np.ceil(len(names) / cols))
+    fig = Figure(figsize=(2.3 * cols, 2.3 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    for ax, (name, fpr, tpr, auc) in zip(axes.flat, curves, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls="--")
+        if fpr is None:
+            ax.set_title(f"{name}: no AUC", fontsize=8)
+            continue
+        ax.plot(fpr, tpr, lw=1.3)
+        ax.set_title(f"{name}: AUC {auc:.3f}", fontsize=8)
+        ax.set(xlim=(0, 1), ylim=(0, 1.01))
+        ax.tick_params(labelsize=7)
+    fig.supxlabel("false positive rate", fontsize=9)
+    fig.supylabel("true positive rate", fontsize=9)
+    fig.suptitle(title)
     return fig
 
 
@@ -174,31 +211,41 @@ def sample_grid_figure(
 
 
 def class_distribution_figure(counts: dict[str, np.ndarray], names: Sequence[str]) -> Figure:
-    """Images per class and split, with count and share of the split on each bar."""
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    """Each class's share of its split (splits of very different sizes compare as shares), the
+    image count on each bar; the split sizes in the legend, above the bars."""
+    fig = Figure(figsize=(max(12, 0.9 * len(names) + 3), 4.8), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(names))
     width = 0.8 / max(1, len(counts))
+    top = 0.0
     for i, (split, values) in enumerate(counts.items()):
+        values = np.asarray(values)
+        shares = 100 * values / max(1, values.sum())
+        top = max(top, float(shares.max(initial=0)))
         bars = ax.bar(
             x + (i - (len(counts) - 1) / 2) * width,
-            values,
+            shares,
             width,
-            label=f"{split} ({values.sum():,})",
+            label=f"{split} ({values.sum():,} images)",
         )
-        total = max(1, values.sum())
         for bar, value in zip(bars, values, strict=True):
             ax.text(
                 bar.get_x() + bar.get_width() / 2,
                 bar.get_height(),
-                f"{value}\n{100 * value / total:.1f}%",
+                f"{value:,}",
                 ha="center",
                 va="bottom",
                 fontsize=6,
+                rotation=90 if len(counts) * len(names) > 30 else 0,
             )
-    ax.set(xticks=x, xticklabels=names, ylabel="images", title="Class distribution per split")
-    ax.margins(y=0.18)
-    ax.legend()
+    _class_ticks(ax, names)
+    ax.set(
+        ylabel="share of the split (%)",
+        ylim=(0, top * 1.2 + 1),
+        title="Class distribution per split (bar: share of its split; number: images)",
+    )
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside upper center", ncol=len(counts), fontsize=8)
     return fig
 
 
@@ -218,15 +265,111 @@ def augmentation_figure(columns: dict[str, np.ndarray], names: Sequence[str]) ->
     return fig
 
 
-def gradcam_figure(rows: list[list[tuple[np.ndarray, np.ndarray, str]]], per_row: int) -> Figure:
-    """One row per class: (image, Grad-CAM overlay, title) pairs side by side, arrays in [0, 1]."""
-    fig = Figure(figsize=(2.2 * per_row + 0.5, 1.35 * len(rows) + 0.5), layout="constrained")
+GRADCAM_CMAP = "jet"  # pytorch_grad_cam's show_cam_on_image default, so overlays read the same
+
+
+def gradcam_figure(
+    rows: list[list[tuple]], per_row: int, note: str | None = None, cmap: str = GRADCAM_CMAP
+) -> Figure:
+    """One row per class: image beside its Grad-CAM, for each example.
+
+    An example is (image, cam, title, correct): image (H, W, 3) in [0, 1], cam (H, W) in [0, 1]
+    drawn over the image in `cmap` with one shared colour bar, correct True / False / None
+    framing the pair green (correct) or red (wrong). The older (image, overlay, title) form,
+    overlay an RGB array already blended, is drawn as it is. `note` goes under the title
+    (e.g. the layer and its map size).
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Patch
+
+    fig = Figure(
+        figsize=(2.2 * per_row + 1.4, 1.35 * max(1, len(rows)) + 1.0), layout="constrained"
+    )
     axes = fig.subplots(max(1, len(rows)), 2 * per_row, squeeze=False)
     for ax in axes.flat:
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    marked = False
     for r, row in enumerate(rows):
-        for c, (image, overlay, title) in enumerate(row[:per_row]):
-            axes[r, 2 * c].imshow(image, interpolation="nearest")
-            axes[r, 2 * c + 1].imshow(overlay, interpolation="nearest")
-            axes[r, 2 * c].set_title(title, fontsize=6, loc="left")
+        for c, example in enumerate(row[:per_row]):
+            image, second, title = example[:3]
+            correct = example[3] if len(example) > 3 else None
+            left, right = axes[r, 2 * c], axes[r, 2 * c + 1]
+            left.imshow(image, interpolation="nearest")
+            if np.ndim(second) == 2:  # a CAM: drawn over the image in the shared colour scale
+                right.imshow(image, interpolation="nearest")
+                right.imshow(second, cmap=cmap, vmin=0, vmax=1, alpha=0.5, interpolation="bilinear")
+            else:
+                right.imshow(second, interpolation="nearest")
+            left.set_title(title, fontsize=6, loc="left")
+            if correct is not None:
+                marked = True
+                colour = "tab:green" if correct else "tab:red"
+                for ax in (left, right):
+                    for spine in ax.spines.values():
+                        spine.set_visible(True)
+                        spine.set_color(colour)
+                        spine.set_linewidth(2.5)
+    fig.colorbar(
+        ScalarMappable(Normalize(0, 1), colormaps[cmap]),
+        ax=axes,
+        shrink=0.5,
+        label="Grad-CAM (0: no evidence, 1: strongest)",
+    )
+    if marked:
+        fig.legend(
+            handles=[
+                Patch(edgecolor="tab:green", facecolor="none", lw=2.5, label="correct"),
+                Patch(edgecolor="tab:red", facecolor="none", lw=2.5, label="wrong"),
+            ],
+            loc="outside upper right",
+            ncol=2,
+            fontsize=8,
+        )
+    if note:
+        fig.suptitle(note, fontsize=9)
+    return fig
+
+
+def summary_figure(
+    groups: Sequence[str], values: dict[str, Sequence[Sequence[float]]], ylabel: str = "value"
+) -> Figure:
+    """Runs grouped by configuration: per metric, the mean over seeds as a bar from 0 and each
+    seed's value as a point on it; the legend above the axes, off the bars.
+
+    values: {metric: [per group: its runs' values]} (NaN values are left out)."""
+    metrics = list(values)
+    fig = Figure(
+        figsize=(max(6, 0.55 * len(groups) * max(1, len(metrics)) + 3), 4.8), layout="constrained"
+    )
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(metrics))
+    x = np.arange(len(groups))
+    top = 0.0
+    for i, metric in enumerate(metrics):
+        colour = f"C{i}"
+        offset = x + (i - (len(metrics) - 1) / 2) * width
+        per_group = [np.asarray([v for v in vs if np.isfinite(v)], float) for vs in values[metric]]
+        means = [v.mean() if len(v) else np.nan for v in per_group]
+        ax.bar(offset, means, width, color=colour, alpha=0.55, label=f"{metric} (mean)")
+        for xo, v in zip(offset, per_group, strict=True):
+            if len(v):
+                jitter = np.linspace(-0.25, 0.25, len(v)) * width if len(v) > 1 else np.zeros(1)
+                ax.plot(xo + jitter, v, "o", color=colour, ms=3.5, mec="black", mew=0.4)
+                top = max(top, float(v.max()))
+    ax.plot([], [], "o", color="grey", ms=3.5, mec="black", mew=0.4, label="one seed")
+    ax.set_xticks(
+        x,
+        [g if len(g) < 40 else g[:37] + "..." for g in groups],
+        rotation=30 if len(groups) > 1 else 0,
+        ha="right" if len(groups) > 1 else "center",
+        fontsize=8,
+    )
+    ax.set(ylim=(0, max(1.0, top * 1.05)), ylabel=ylabel, title="Runs grouped by configuration")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside upper center", ncol=min(5, len(metrics) + 1), fontsize=8)
     return fig
