@@ -152,10 +152,10 @@ def roc_figure(
     return fig
 
 
-def reliability_figure(
-    y_true: np.ndarray, probs: np.ndarray, ece: float, n_bins: int = ECE_BINS
-) -> Figure:
-    """Accuracy against top-class confidence per bin, with the bins' image counts."""
+def _reliability_bins(
+    y_true: np.ndarray, probs: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per equal-width confidence bin: image count and accuracy of the top class."""
     confidence = probs.max(1)
     correct = probs.argmax(1) == y_true
     edges = np.linspace(0, 1, n_bins + 1)
@@ -167,23 +167,73 @@ def reliability_figure(
         out=np.zeros(n_bins),
         where=counts > 0,
     )
-    centres = (edges[:-1] + edges[1:]) / 2
-    fig = Figure(figsize=(6.4, 6), layout="constrained")
+    return counts, accuracy
+
+
+def reliability_figure(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    ece: float,
+    n_bins: int = ECE_BINS,
+    before: np.ndarray | None = None,
+    before_ece: float | None = None,
+) -> Figure:
+    """Accuracy against top-class confidence per bin, with the bins' image counts; with
+    `before` (the probabilities before calibration) both, the uncalibrated as an outline.
+    The legend sits above the axes, off the bars."""
+    counts, accuracy = _reliability_bins(y_true, probs, n_bins)
+    centres = (np.arange(n_bins) + 0.5) / n_bins
+    fig = Figure(figsize=(6.4, 6.4 if before is not None else 6), layout="constrained")
     ax, ax_count = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    if before is not None:
+        counts_b, accuracy_b = _reliability_bins(y_true, before, n_bins)
+        ax.bar(
+            centres[counts_b > 0],
+            accuracy_b[counts_b > 0],
+            width=1 / n_bins,
+            fill=False,
+            edgecolor="tab:red",
+            linewidth=1.4,
+            zorder=3,
+            label=f"before calibration (ECE {before_ece:.4f})"
+            if before_ece is not None
+            else "before calibration",
+        )
+        ax_count.step(
+            np.r_[0, centres + 0.5 / n_bins],
+            np.r_[counts_b[0], counts_b],
+            where="pre",
+            color="tab:red",
+            lw=1.2,
+            label="images before calibration",
+        )
+    label = "after calibration" if before is not None else "accuracy"
     ax.bar(
         centres[counts > 0],
         accuracy[counts > 0],
         width=1 / n_bins,
+        color="tab:blue",
         edgecolor="black",
-        alpha=0.8,
-        label="accuracy",
+        alpha=0.6 if before is not None else 0.8,
+        label=f"{label} (ECE {ece:.4f})" if before is not None else label,
     )
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
-    ax.set(
-        ylabel="accuracy", ylim=(0, 1), title=f"Reliability diagram (ECE {ece:.4f}, {n_bins} bins)"
+    title = (
+        f"Reliability diagram, before and after calibration ({n_bins} bins)"
+        if before is not None
+        else f"Reliability diagram (ECE {ece:.4f}, {n_bins} bins)"
     )
-    ax.legend(loc="upper left")
-    ax_count.bar(centres, counts, width=1 / n_bins, color="grey")
+    ax.set(ylabel="accuracy", ylim=(0, 1), title=title)
+    ax_count.bar(
+        centres,
+        counts,
+        width=1 / n_bins,
+        color="grey",
+        label="images after calibration" if before is not None else None,
+    )
+    handles, labels = ax.get_legend_handles_labels()
+    more = ax_count.get_legend_handles_labels()
+    fig.legend(handles + more[0], labels + more[1], loc="outside upper center", ncol=2, fontsize=8)
     ax_count.set(xlabel="confidence (top-class probability)", ylabel="images", xlim=(0, 1))
     return fig
 
