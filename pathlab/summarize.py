@@ -27,9 +27,19 @@ from rich.table import Table
 from pathlab.errors import PathlabError
 from pathlab.figures import save_png
 from pathlab.fileio import atomic_write_text
+from pathlab.metrics import metric_mode
+from pathlab.stats import paired_test, t_interval
 
 # Overrides that do not define a configuration: the seed, and where things are written.
-NOT_A_SETTING = ("seed", "hydra.run.dir", "hydra.sweep.dir", "paths.cache_dir", "paths.output_dir")
+NOT_A_SETTING = (
+    "seed",
+    "cv.fold",  # the folds of one cross-validation are one configuration's runs
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+    "paths.cache_dir",
+    "paths.output_dir",
+)
+PAIRED_BY = ("seed", "cv.fold")  # runs of two groups with the same values are a pair
 COLUMNS = (
     "val/auc",
     "val/acc",
@@ -57,6 +67,17 @@ class Run:
             o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") not in NOT_A_SETTING
         )
 
+    @property
+    def pair_key(self) -> tuple[str, ...]:
+        """What the matching run of another group shares: the seed and cv fold overrides."""
+        return tuple(
+            sorted(
+                o.lstrip("+~")
+                for o in self.overrides
+                if o.split("=", 1)[0].lstrip("+~") in PAIRED_BY
+            )
+        )
+
 
 @dataclass
 class Group:
@@ -74,6 +95,13 @@ class Group:
     def std(self, metric: str) -> float:
         v = self.values(metric)
         return float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+    def interval(self, metric: str) -> tuple[float, float]:
+        """95% t-interval of the mean over the group's runs (seeds or folds)."""
+        return t_interval(self.values(metric))
+
+    def by_pair(self, metric: str) -> dict[tuple[str, ...], float]:
+        return {r.pair_key: r.metrics[metric] for r in self.runs if metric in r.metrics}
 
 
 def _failure_reason(path: Path, fallback: str) -> str:
@@ -135,7 +163,8 @@ def common_settings(runs: list[Run]) -> list[str]:
 
 
 def summarize(runs: list[Run]) -> tuple[list[Group], str]:
-    """Groups sorted by the optimised metric's mean (best first), and that metric's name."""
+    """Groups sorted by the optimised metric's mean, best first in the metric's direction (a loss
+    ranks its lowest first: metrics.metric_mode), and that metric's name."""
     metric = next((r.optimized_metric for r in runs if r.optimized_metric), "val/auc")
     common = set(common_settings(runs))
     groups: dict[str, Group] = {}
@@ -143,11 +172,33 @@ def summarize(runs: list[Run]) -> tuple[list[Group], str]:
         name = ",".join(sorted(run.settings - common)) or "(common settings)"
         group = groups.setdefault(name, Group(name, [], []))
         (group.runs if run.status == "completed" else group.failed).append(run)
+    sign = 1.0 if metric_mode(metric) == "min" else -1.0
     ranked = sorted(
         groups.values(),
-        key=lambda g: (math.isnan(g.mean(metric)), -np.nan_to_num(g.mean(metric), nan=0.0)),
+        key=lambda g: (math.isnan(g.mean(metric)), sign * np.nan_to_num(g.mean(metric), nan=0.0)),
     )
     return ranked, metric
+
+
+def paired_against_best(groups: list[Group], metric: str) -> list[dict]:
+    """Each group against the best one over the runs they pair up on (same seed, same cv
+    fold): Wilcoxon signed-rank from 6 pairs, else paired t (stats.paired_test says which)."""
+    shown = [g for g in groups if g.runs]
+    if len(shown) < 2:
+        return []
+    best = shown[0].by_pair(metric)
+    tests = []
+    for g in shown[1:]:
+        other = g.by_pair(metric)
+        keys = sorted(set(best) & set(other))
+        result = paired_test([best[k] for k in keys], [other[k] for k in keys])
+        tests.append({"group": g.name, "best": shown[0].name, "metric": metric, **result})
+    return tests
+
+
+def _interval_text(group: Group, metric: str) -> str:
+    lo, hi = group.interval(metric)
+    return "" if math.isnan(lo) else f" [{lo:.4f}, {hi:.4f}]"
 
 
 def _cell(group: Group, metric: str) -> str:
@@ -166,12 +217,13 @@ def _metrics(groups: list[Group], optimized: str) -> list[str]:
 def summary_csv(groups: list[Group], metrics: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        ["group", "n", "n_failed"] + [f"{m}_{stat}" for m in metrics for stat in ("mean", "std")]
-    )
+    stats = ("mean", "std", "ci95_lo", "ci95_hi")
+    writer.writerow(["group", "n", "n_failed"] + [f"{m}_{stat}" for m in metrics for stat in stats])
     for g in groups:
         values = [
-            f"{v:.6f}" if not math.isnan(v) else "" for m in metrics for v in (g.mean(m), g.std(m))
+            f"{v:.6f}" if not math.isnan(v) else ""
+            for m in metrics
+            for v in (g.mean(m), g.std(m), *g.interval(m))
         ]
         writer.writerow([g.name, len(g.runs), len(g.failed), *values])
     return buffer.getvalue()
@@ -184,7 +236,8 @@ def summary_markdown(
         "# Summary",
         "",
         f"Runs from: {', '.join(str(s) for s in sources)}. Sorted by {optimized} "
-        "(mean over seeds, best first, **bold**); cells are mean ± sample std over n runs.",
+        f"(mean over seeds, best first: {metric_mode(optimized)}imised, **bold**); cells are "
+        "mean ± sample std over n runs [95% t-interval of the mean].",
         "",
     ]
     if common:
@@ -194,8 +247,25 @@ def summary_markdown(
     for i, g in enumerate(groups):
         name = f"**{g.name}** (best)" if i == 0 and g.runs else g.name
         lines.append(
-            f"| {name} | {len(g.runs)} | " + " | ".join(_cell(g, m) for m in metrics) + " |"
+            f"| {name} | {len(g.runs)} | "
+            + " | ".join(_cell(g, m) + _interval_text(g, m) for m in metrics)
+            + " |"
         )
+    paired = paired_against_best(groups, optimized)
+    if paired:
+        lines += [
+            "",
+            f"## Paired tests against the best group on {optimized}",
+            "",
+            "Runs pair up by seed (and cv fold); Wilcoxon signed-rank from 6 pairs, else paired t.",
+            "",
+            "| group | pairs | mean difference (best - group) | test | p |",
+            "|---|---:|---:|---|---:|",
+        ]
+        lines += [
+            f"| {t['group']} | {t['n']} | {t['mean_diff']:+.4f} | {t['test']} | {t['p']:.3g} |"
+            for t in paired
+        ]
     failed = [r for g in groups for r in g.failed]
     lines += ["", f"## Failed runs ({len(failed)})", ""]
     lines += [f"- `{r.path}` ({r.status}): {r.reason}" for r in failed] or ["None."]
@@ -256,6 +326,11 @@ def print_table(groups: list[Group], metrics: list[str]) -> None:
         )
     console = Console()
     console.print(table)
+    for t in paired_against_best(groups, metrics[0]) if metrics else []:
+        console.print(
+            f"vs best on {t['metric']}: {t['group']}: {t['mean_diff']:+.4f} over {t['n']} pairs, "
+            f"{t['test']} p = {t['p']:.3g}"
+        )
     for g in groups:
         for r in g.failed:
             console.print(f"[red]failed[/red] {r.path}: {r.reason}")
