@@ -14,13 +14,16 @@ logits where they are, in float64 for a stable optimum.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pathlab.errors import PredictionError
+from pathlab.fileio import atomic_write
 from pathlab.metrics import expected_calibration_error, negative_log_likelihood
 
 METHODS = ("none", "temperature")  # config values of `calibration`; multi-label maps to Platt
@@ -103,6 +106,20 @@ def scale_logits(logits: torch.Tensor, calibration: dict[str, Any] | None) -> to
     )
 
 
+def uncalibrated_probs(probs: torch.Tensor, calibration: dict[str, Any] | None) -> torch.Tensor:
+    """The probabilities before calibration, recovered from calibrated ones (exactly, in the log
+    domain): softmax(T log p) for a temperature, sigmoid((logit p - b) / a) per label for Platt.
+    So a test step that averages calibrated TTA views gets the uncalibrated average too, for
+    the report's before/after, without a second pass through the network."""
+    if not calibration or calibration.get("method", "none") == "none":
+        return probs
+    if calibration["method"] == "temperature":
+        return (calibration["temperature"] * probs.clamp_min(1e-45).log()).softmax(-1)
+    scale = torch.as_tensor(calibration["scale"], dtype=probs.dtype, device=probs.device)
+    bias = torch.as_tensor(calibration["bias"], dtype=probs.dtype, device=probs.device)
+    return ((torch.logit(probs, eps=1e-7) - bias) / scale).sigmoid()
+
+
 def _probs(logits: torch.Tensor, multi_label: bool) -> np.ndarray:
     return (logits.sigmoid() if multi_label else logits.softmax(-1)).numpy()
 
@@ -177,3 +194,52 @@ def by_class_frequency(
             )
         rows.append(row)
     return rows
+
+
+def split_logits(
+    datamodule: Any, module: Any, split: str = "val"
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The module's logits on a whole split (normalised as validation batches are, under the
+    module's inference precision), and the split's labels."""
+    datamodule.setup()
+    data = datamodule.splits[split]
+    size = datamodule.eval_batch_size
+    out = []
+    with torch.no_grad(), module.inference():
+        for start in range(0, len(data), size):
+            images = data.images[start : start + size].to(module.device)
+            x = datamodule.transform_batch((images,), train=False)[0]
+            out.append(module(x).float().cpu())
+    return torch.cat(out), data.labels.cpu().numpy()
+
+
+def store_in_checkpoint(path: str | Path, calibration: dict[str, Any]) -> None:
+    """Add the calibration to a checkpoint file (atomically), so eval, predict and export,
+    which rebuild the module from it, apply it too."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt["calibration"] = calibration
+    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+PARAMETERS = ("method", "temperature", "scale", "bias")
+
+
+class TemperatureScaling(L.Callback):
+    """calibration=temperature: when testing starts, with the weights that are tested loaded,
+    fit the calibration on the validation split (a temperature, or Platt per label for a
+    multi-label set), give it to the module (`module.calibration`, applied where logits become
+    probabilities) and write it into the tested checkpoint file. The fit's numbers are
+    `module.calibration_summary` (val_nll_before/after, ...) for metrics.json."""
+
+    def __init__(self, split: str = "val"):
+        self.split = split
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logits, labels = split_logits(trainer.datamodule, pl_module, self.split)
+        summary = fit_and_score(logits, labels, pl_module.info.multi_label)
+        pl_module.calibration = {k: summary[k] for k in PARAMETERS if k in summary}
+        pl_module.calibration_summary = summary | {"fitted_on": self.split}
+        path = getattr(trainer, "ckpt_path", None)
+        if path and trainer.is_global_zero and Path(path).is_file():
+            store_in_checkpoint(path, pl_module.calibration)
+            pl_module.calibration_summary["checkpoint"] = str(path)

@@ -19,6 +19,7 @@ from pathlab.calibration import (
     fit_temperature,
     scale_logits,
     test_scores,
+    uncalibrated_probs,
 )
 from pathlab.errors import PredictionError
 from pathlab.metrics import negative_log_likelihood
@@ -121,3 +122,15 @@ def test_bad_input_is_refused():
     with pytest.raises(PredictionError, match="unknown calibration"):
         scale_logits(torch.zeros(2, 3), {"method": "isotonic"})
     assert torch.equal(scale_logits(torch.ones(2, 3), None), torch.ones(2, 3))
+
+
+def test_uncalibrated_probs_are_recovered_from_calibrated_ones():
+    logits, _ = calibrated_task(200, seed=5)
+    z = torch.as_tensor(logits, dtype=torch.float32)
+    temperature = {"method": "temperature", "temperature": 2.7}
+    calibrated = scale_logits(z, temperature).softmax(-1)
+    assert torch.allclose(uncalibrated_probs(calibrated, temperature), z.softmax(-1), atol=1e-6)
+    platt = {"method": "platt", "scale": [0.5] * 9, "bias": [0.3] * 9}
+    calibrated = scale_logits(z, platt).sigmoid()
+    assert torch.allclose(uncalibrated_probs(calibrated, platt), z.sigmoid(), atol=1e-5)
+    assert uncalibrated_probs(calibrated, None) is calibrated
