@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from pathlab.checkpoint_io import AtomicCheckpointIO, atomic_save_bytes
-from pathlab.errors import ConfigError, StorageError
+from pathlab.errors import ConfigError, DataError, StorageError
 from pathlab.images import decode_image, read_image_files, to_8bit
 from pathlab.runlock import LOCK_NAME, RunDirGuard, claim_run_dir
 from pathlab.settings import SCHEMA, check_schedule, unknown_numbers, validate_settings
@@ -438,3 +438,84 @@ def test_a_storage_error_of_a_move_names_the_destination():
     assert str(storage_error(exc)).startswith(
         "cannot write /runs/a/best.ckpt: No space left on device."
     )
+
+
+# --- checkpoints of a tiny in-process run: resume identity, predict -----------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, cache_dir):
+    """best.ckpt of a 1-epoch in-process run (PathMNIST look-alike, width 4, 28 px, RGB)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pathlab import api
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    summary = api.train([*TINY_INPROCESS, "test=false"], output_dir=run_dir)
+    GlobalHydra.instance().clear()
+    return Path(summary["best_checkpoint"])
+
+
+def test_resuming_under_another_identity_is_refused_naming_both(tiny_checkpoint, compose_cfg):
+    from pathlab.runlock import check_resume_identity
+
+    same = plain(compose_cfg(TINY_INPROCESS))
+    check_resume_identity(tiny_checkpoint, same["data"], same["model"])  # its own settings
+    other = plain(compose_cfg([*TINY_INPROCESS, "data.size=64", "model.width=8"]))
+    with pytest.raises(ConfigError) as refused:
+        check_resume_identity(tiny_checkpoint, other["data"], other["model"])
+    message = str(refused.value)
+    assert message.startswith(f"ckpt_path={tiny_checkpoint} cannot be resumed under this config")
+    assert "data.size: 28 vs 64" in message and "model.width: 4 vs 8" in message
+    blood = plain(compose_cfg([*TINY_INPROCESS, "data.flag=bloodmnist"]))
+    with pytest.raises(ConfigError, match="data.flag: pathmnist vs bloodmnist; data.classes: "):
+        check_resume_identity(tiny_checkpoint, blood["data"], blood["model"])
+
+
+def _predict(ckpt: Path, folder: Path, compose_cfg, tmp_path):
+    from pathlab.predict import predict
+
+    cfg = compose_cfg(
+        [f"ckpt_path={ckpt}", f"input={folder}", f"output={tmp_path / 'p.csv'}", "tta=none"],
+        config_name="predict",
+    )
+    return predict(cfg)
+
+
+def test_a_predict_run_that_labels_nothing_is_an_error(tiny_checkpoint, compose_cfg, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "b.png").write_bytes(b"")
+    with pytest.raises(DataError) as failed:
+        _predict(tiny_checkpoint, folder, compose_cfg, tmp_path)
+    assert str(failed.value).startswith(
+        f"nothing was labelled: none of the 2 file(s) in input={folder} could be read (e.g. a.png: "
+    )
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == ["a.png", "b.png"] and all(r["error"] for r in rows)
+
+
+def test_predict_flags_doubtful_images_per_row_and_counts_them(
+    tiny_checkpoint, compose_cfg, tmp_path
+):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _save(folder / "tissue.png", Image.fromarray(rng.integers(0, 256, (28, 28, 3), np.uint8)))
+    _save(folder / "wide.png", Image.fromarray(rng.integers(0, 256, (28, 36, 3), np.uint8)))
+    _save(folder / "xray16.png", Image.fromarray(np.full((56, 56), 40000, np.uint16)))
+    _save(folder / "dot.png", Image.fromarray(rng.integers(0, 256, (1, 1, 3), np.uint8)))
+    summary = _predict(tiny_checkpoint, folder, compose_cfg, tmp_path)
+    assert summary["images"] == 4 and summary["failed"] == {}
+    # wide: cropped; xray16: resized 56 -> 28; dot: resized 1 -> 28; each image counted once
+    assert (summary["resized"], summary["cropped"], summary["rescaled_to_8_bits"]) == (3, 1, 1)
+    assert summary["warned"] == 2
+    assert summary["warnings"] == {"grayscale image": 1, "too small": 1}
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    assert rows["tissue.png"]["warning"] == "" and rows["wide.png"]["warning"] == ""
+    assert rows["xray16.png"]["warning"].startswith("grayscale image: the model is RGB (PathMNIST)")
+    assert rows["dot.png"]["warning"] == "too small: 1x1 upscaled 28x to 28x28"
+    assert all(r["pred"] for r in rows.values())  # flagged, still labelled
