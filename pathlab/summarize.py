@@ -1,7 +1,8 @@
 """One table across runs: `python -m pathlab.summarize DIR [DIR ...] [--out DIR]`.
 
-Runs are found below each DIR (a multirun dir, an Optuna study dir, single run dirs) by
-their `.hydra/overrides.yaml`. They are grouped by their overrides minus the seed, and each
+Runs are found below each DIR (a multirun dir, single run dirs) by their
+`.hydra/overrides.yaml` (an Optuna study dir, with optuna_study.json, is shown as its trials:
+pathlab/optuna_summary.py). They are grouped by their overrides minus the seed, and each
 group gets mean, std (sample, n-1) and n of every val and test metric, sorted by the
 optimised metric (best first, marked). Writes summary.md, summary.csv and summary.png;
 runs without a completed metrics.json are listed as failed, with the reason from their log.
@@ -28,6 +29,8 @@ from pathlab.errors import PathlabError
 from pathlab.figures import save_png
 from pathlab.fileio import atomic_write_text
 from pathlab.metrics import metric_mode
+from pathlab.optuna_study import find_studies
+from pathlab.optuna_summary import write_study_summary
 from pathlab.stats import paired_test, t_interval
 
 # Overrides that do not define a configuration: the seed, and where things are written.
@@ -337,6 +340,9 @@ def print_table(groups: list[Group], metrics: list[str]) -> None:
 
 
 def write_summary(paths: list[Path], out: Path) -> list[Group]:
+    studies = [p for p in paths if p.exists()] and find_studies(paths)
+    if studies:  # an Optuna study: its trials as trials (pathlab/optuna_summary.py)
+        return write_study_summary(studies, out, COLUMNS)
     runs = find_runs(paths)
     groups, optimized = summarize(runs)
     metrics = _metrics(groups, optimized)

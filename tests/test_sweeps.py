@@ -1,4 +1,4 @@
-"""Multirun sweeps: basic, joblib and submitit launchers, resumable Optuna, failures, summarize."""
+"""Multirun sweeps: basic, joblib and submitit launchers, summarize (Optuna: test_optuna.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
 
 from pathlab.config import job_dirname
@@ -101,95 +100,6 @@ def test_slurm_preset_composes(compose_cfg):
         launcher.gpus_per_node == 1
         and launcher.array_parallelism == 16
         and launcher.timeout_min == 240
-    )
-
-
-def _study(sweep: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep / 'optuna.db'}")
-
-
-def optuna_sweep(sweep: Path, n_trials: int):
-    return run_cli(
-        "pathlab.train",
-        "hparams_search=focal_optuna",
-        *SWEEP_RUN,
-        f"hydra.sweeper.n_trials={n_trials}",
-        f"hydra.sweep.dir={sweep}",
-    )
-
-
-def test_optuna_study_in_sqlite_resumes(tmp_path, cache_dir):
-    sweep = tmp_path / "study"
-    first = optuna_sweep(sweep, n_trials=3)
-    assert first.returncode == 0, first.stderr[-3000:]
-    study = _study(sweep, "focal_optuna")
-    assert len(study.trials) == 3 and study.direction == optuna.study.StudyDirection.MAXIMIZE
-    first_values = [t.value for t in study.trials]
-    for trial, job in zip(study.trials, job_dirs(sweep), strict=True):
-        # the objective is val/auc, never a test metric
-        assert trial.value == pytest.approx(metrics(job)["metrics"]["val/auc"])
-        # data.batch_size is fixed by SWEEP_RUN's command-line override, so Optuna leaves it out
-        assert set(trial.params) == {"optim.lr", "optim.weight_decay", "loss.gamma", "loss.alpha"}
-        assert "data.batch_size=64" in metrics(job)["overrides"]
-    again = optuna_sweep(sweep, n_trials=5)
-    assert again.returncode == 0, again.stderr[-3000:]
-    study = _study(sweep, "focal_optuna")
-    # continued, not restarted
-    assert len(study.trials) == 5 and [t.value for t in study.trials[:3]] == first_values
-    assert [int(j.name.split("_")[0]) for j in job_dirs(sweep)] == [0, 1, 2, 3, 4]
-    done = optuna_sweep(sweep, n_trials=5)
-    assert (
-        done.returncode == 0 and len(_study(sweep, "focal_optuna").trials) == 5
-    )  # nothing left to do
-
-
-def test_failed_and_nan_trials_do_not_stop_the_sweep(tmp_path, cache_dir):
-    """A crash (batch size 0) and a divergence (lr 1e30) are recorded as FAIL; the sweep goes on."""
-    sweep = tmp_path / "failing"
-    done = run_cli(
-        "pathlab.train",
-        "-m",
-        *[a for a in SWEEP_RUN if not a.startswith("data.batch_size")],
-        "hydra/sweeper=optuna",
-        # a seeded random sampler: the grid sampler's study.stop() crashes the plugin when the
-        # grid's last trial fails (optuna 2.10), a plugin bug unrelated to what is tested here
-        "hydra/sweeper/sampler=random",
-        "hydra.sweeper.sampler.seed=0",
-        "hydra.sweeper._target_=hydra_plugins.pathlab_optuna_sweeper.resumable.ResumableOptunaSweeper",
-        "hydra.sweeper.direction=maximize",
-        "hydra.sweeper.study_name=failing",
-        "hydra.sweeper.max_failure_rate=1.0",
-        f"hydra.sweeper.storage=sqlite:///{sweep / 'optuna.db'}",
-        "hydra.sweeper.n_trials=6",
-        "data.batch_size=choice(0,64)",
-        "optim.lr=choice(0.001,1e30)",  # the search space, as overrides
-        f"hydra.sweep.dir={sweep}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    trials = _study(sweep, "failing").trials
-    states = {(t.params["data.batch_size"], t.params["optim.lr"]): t.state for t in trials}
-    complete, fail = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
-    assert len(trials) == 6 and set(states) == {(64, 0.001), (64, 1e30), (0, 0.001), (0, 1e30)}
-    assert states == {(64, 0.001): complete, (64, 1e30): fail, (0, 0.001): fail, (0, 1e30): fail}
-    assert all(
-        t.state == states[(t.params["data.batch_size"], t.params["optim.lr"])] for t in trials
-    )
-    diverged = [
-        j
-        for j in job_dirs(sweep)
-        if (j / "metrics.json").is_file() and metrics(j)["status"] == "diverged"
-    ]
-    assert len(diverged) == sum(
-        t.params == {"data.batch_size": 64, "optim.lr": 1e30} for t in trials
-    )
-
-    assert summarize_main([str(sweep)]) == 0
-    text = (sweep / "summary.md").read_text()
-    failed = sum(t.state == fail for t in trials)
-    assert (
-        f"## Failed runs ({failed})" in text
-        and "data.batch_size=0 is impossible" in text
-        and "training diverged" in text
     )
 
 
