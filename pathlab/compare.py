@@ -258,6 +258,12 @@ def headline_sentence(pair: dict[str, Any]) -> str:
     text += f"; n = {pair['n']} images)."
     if lo <= 0:
         text += " The interval contains 0: this test split does not tell them apart."
+    if (lo > 0) != (pair["mcnemar_p"] < 0.05):
+        text += (
+            " The bootstrap interval (class counts held fixed) and McNemar's test (images as a"
+            " random draw, class counts too) disagree: the difference sits in a few classes,"
+            " see the per-class table."
+        )
     return text
 
 
