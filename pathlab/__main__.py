@@ -1,3 +1,22 @@
-from pathlab.train import main
+"""`python -m pathlab [ENTRY] [overrides]`: ENTRY is one of pathlab's entry points (train, eval,
+predict, export, explore, gradcam, report, summarize, compare, bench); without one it trains.
+`python -m pathlab --help` prints the overview of every entry point (conf/hydra/help/pathlab.yaml)."""
 
-main()
+import runpy
+import sys
+
+ENTRY_POINTS = (
+    "train", "eval", "predict", "export", "explore", "gradcam", "report", "summarize", "compare", "bench",
+)  # fmt: skip
+
+
+def main() -> None:
+    name = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in ENTRY_POINTS else "train"
+    if len(sys.argv) > 1 and sys.argv[1] == name:
+        del sys.argv[1]
+    # run the entry module as `python -m pathlab.<name>` would (Hydra names the job after it)
+    runpy.run_module(f"pathlab.{name}", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""`--help` starts with pathlab's overview (conf/hydra/help/pathlab.yaml) before Hydra's groups."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from pathlab.config import CONF_DIR
+
+ENTRIES = ("train", "eval", "predict", "export", "explore", "gradcam")
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_every_hydra_entry_point_has_the_overview(entry):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name=entry):
+        cfg = compose(entry, return_hydra_config=True)
+    header = cfg.hydra.help.header
+    assert header.startswith(f"pathlab.{entry}: ")
+    for words in ("Entry points", "Main options", "Presets: experiment=", "Outputs:", "--cfg job"):
+        assert words in header
+    for preset in (CONF_DIR / "experiment").glob("*.yaml"):
+        assert preset.stem in header, f"the overview does not name the preset {preset.stem}"
+    template = cfg.hydra.help.template
+    assert template.index(header) < template.index("$APP_CONFIG_GROUPS")
+
+
+def test_python_m_pathlab_help_prints_the_overview_then_the_groups():
+    """The process boundary is what is tested: Hydra renders --help and exits."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pathlab", "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert text.startswith("pathlab.train: ")
+    assert text.index("Presets: experiment=") < text.index("== Configuration groups")
+    assert "experiment: demo, fast_cpu" in text  # Hydra's group list follows
+
+
+def test_python_m_pathlab_runs_the_named_entry_point():
+    out = subprocess.run(
+        [sys.executable, "-m", "pathlab", "report", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0 and "python -m pathlab.report" in out.stdout
