@@ -1,3 +1,22 @@
 """pathlab: histology patch classification on PathMNIST with Lightning + Hydra."""
 
 __version__ = "0.1.0"
+
+# `from pathlab import PathClassifier, MedMNISTDataModule`: imported on first use, so that
+# `import pathlab` (and the light entry points) does not pay for Lightning.
+_LAZY = {
+    "PathClassifier": "pathlab.module",
+    "MedMNISTDataModule": "pathlab.data.datamodule",
+    "DatasetInfo": "pathlab.data.info",
+    "run_callbacks": "pathlab.run_record",
+    "RunRecord": "pathlab.run_record",
+}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pathlab' has no attribute {name!r}")

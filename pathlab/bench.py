@@ -31,6 +31,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -41,7 +42,7 @@ from pathlab.config import compose_config
 from pathlab.data.augment import to_float_nchw
 from pathlab.fileio import atomic_write_json
 from pathlab.hardware import default_precision, machine_info
-from pathlab.module import decay_groups
+from pathlab.models.protocol import describe, parameter_groups
 from pathlab.tta import TestTimeAugmentation
 
 RATIO_KEYS = ("pathlab_vs_limit", "pathlab_vs_naive", "data_vs_naive", "tta_vs_plain")
@@ -137,7 +138,9 @@ class Bench:
         return net.to(memory_format=torch.channels_last) if channels_last else net
 
     def _optimizer(self, net):
-        return instantiate(self.cfg.optim)(decay_groups(net))
+        optim = OmegaConf.to_container(self.cfg.optim, resolve=True)
+        scale = optim.pop("backbone_lr_scale", 1.0)
+        return instantiate(optim)(parameter_groups(net, optim["lr"], scale))
 
     def _criterion(self):
         return instantiate(self.cfg.loss).to(self.device)
@@ -304,6 +307,13 @@ def interleaved(
     }
 
 
+def model_label(model_cfg) -> str:
+    """The model as the table names it: the timm name, or resnet18 with its stem and width."""
+    if model_cfg.get("name"):
+        return str(model_cfg.name)
+    return f"resnet18 stem={model_cfg.get('stem')} width={model_cfg.get('width')}"
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -422,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
             "data.synthetic.n_val=64",
             "data.synthetic.n_test=64",
         ]
-        overrides += ["model.stem=imagenet", "model.width=8", "data.batch_size=32"]
+        overrides += ["data.batch_size=32"]
+        if not any(o.startswith("model=") for o in overrides):  # the default resnet18, made tiny
+            overrides += ["model.stem=imagenet", "model.width=8"]
         args.steps, args.warmup, args.repeats = 2, 1, 1
     with tempfile.TemporaryDirectory(prefix="pathlab-bench-") as tmp:
         bench = Bench(overrides, args.steps, args.warmup, Path(tmp))
@@ -443,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "machine": machine_info(),
         "device": str(bench.device),
-        "model": f"resnet18 stem={bench.cfg.model.stem} width={bench.cfg.model.width}",
+        "model": model_label(bench.cfg.model),
+        "parameters": describe(bench._net(False))["parameters"],
         "data": f"{bench.info.flag} {bench.info.size}px, train {len(bench.train_labels)} images",
         "batch": bench.batch,
         "naive_dataset": bench.naive_source,

@@ -52,11 +52,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"ckpt_path={path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})."
         ) from None
-    config = (ckpt.get("hyper_parameters") or {}).get("config") if isinstance(ckpt, dict) else None
-    if not config or "state_dict" not in ckpt:
+    hparams = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    # PathClassifier's own hyper-parameters (any Trainer), or an older pathlab.train config
+    known = (hparams.get("model") and hparams.get("info")) or hparams.get("config")
+    if not known or "state_dict" not in ckpt:
         raise CheckpointError(
-            f"ckpt_path={path} was not written by pathlab.train (no config or state_dict in it); "
-            "use a checkpoint from a pathlab run dir."
+            f"ckpt_path={path} was not written by a PathClassifier (no model spec or state_dict "
+            "in it); use a checkpoint from a pathlab run dir or a Trainer fitting PathClassifier."
         )
     return ckpt
 
@@ -70,6 +72,8 @@ def checkpoint_info(ckpt: dict[str, Any]) -> DatasetInfo:
     state = _data_state(ckpt)
     if state.get("info"):
         return DatasetInfo.from_dict(state["info"])
+    if ckpt["hyper_parameters"].get("info"):
+        return DatasetInfo.from_dict(ckpt["hyper_parameters"]["info"])
     data = ckpt["hyper_parameters"]["config"]["data"]
     return DatasetInfo.create(data.get("flag", "pathmnist"), data.get("size", 28))
 
@@ -77,9 +81,16 @@ def checkpoint_info(ckpt: dict[str, Any]) -> DatasetInfo:
 def load_trained_model(path: str | Path) -> TrainedModel:
     """Rebuild the trained network from the checkpoint's own model config and load its weights."""
     ckpt = read_checkpoint(path)
-    config = ckpt["hyper_parameters"]["config"]
+    hparams = ckpt["hyper_parameters"]
+    config = hparams.get("config") or {
+        k: hparams.get(k) for k in ("model", "loss", "optim", "scheduler", "tta")
+    }
     info = checkpoint_info(ckpt)
-    model_cfg = dict(config["model"], pretrained=None)
+    # the model spec PathClassifier saved (older checkpoints: the run config's model group);
+    # its weights are in the checkpoint, so no pretrained file is read again
+    model_cfg = dict(hparams.get("model") or config["model"], pretrained=None)
+    for key in ("finetune", "train_stages"):
+        model_cfg.pop(key, None)
     if model_cfg.get("num_classes") != info.num_classes:
         raise CheckpointError(
             f"ckpt_path={path}: its model has {model_cfg.get('num_classes')} outputs but its data set "

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import find_pathlab_error
@@ -63,15 +63,28 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         raise SystemExit(2) from None
 
 
+def spec(cfg: DictConfig, group: str) -> dict[str, Any] | None:
+    """A config group as the plain dict the Lightning modules take (and save)."""
+    node = cfg.get(group)
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config, resolved, without Hydra's own node: saved for reproduction."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+
+
 def build_model(cfg: DictConfig, info: DatasetInfo) -> PathClassifier:
     """The LightningModule from the model, loss, optim, scheduler and tta groups."""
     return PathClassifier(
-        net=instantiate(cfg.model),
         info=info,
-        criterion=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optim),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        tta=instantiate(cfg.tta) if cfg.get("tta") else None,
+        model=spec(cfg, "model"),
+        loss=spec(cfg, "loss"),
+        optim=spec(cfg, "optim"),
+        scheduler=spec(cfg, "scheduler"),
+        tta=spec(cfg, "tta"),
         channels_last=cfg.get("channels_last", True),
         compile=cfg.get("compile", False),
+        inference_precision=str(cfg.get("inference_precision", "32")),
+        config=run_config(cfg),
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pathlab.data.info import info_field
+from pathlab.data.info import flag_default, info_field
 from pathlab.hardware import default_precision, uses_gpu
 from pathlab.metrics import metric_mode
 
@@ -61,8 +62,11 @@ def _split_overrides(text: str) -> list[str]:
 def job_dirname(num: int, overrides: str, max_length: int = 80) -> str:
     """A multirun job's folder: its number, then its overrides, safe as one path component.
 
-    `0_loss=focal,seed=1` reads well in TensorBoard's run list; the number keeps names unique.
-    Seeds, losses and optimiser settings come first so that truncation keeps them.
+    `0_loss-focal+seed-1` reads well in TensorBoard's run list; the number keeps names unique.
+    Seeds, losses and optimiser settings come first so that truncation keeps them. No `=` or `,`
+    (`key=value` becomes `key-value`, items are joined by `+`): a path through the folder is a
+    valid override value as it is, e.g. `ckpt_path=<sweep>/0_loss-focal+seed-1/checkpoints/best.ckpt`
+    pastes without quotes. The overrides themselves are in the job's .hydra/overrides.yaml.
     """
 
     def rank(item: str) -> int:
@@ -72,13 +76,18 @@ def job_dirname(num: int, overrides: str, max_length: int = 80) -> str:
             len(_NAME_PRIORITY),
         )
 
-    ordered = ",".join(sorted(_split_overrides(overrides), key=rank))
-    safe = re.sub(r"[^A-Za-z0-9=,._+-]", "-", ordered)[:max_length].rstrip(",")
+    items = [
+        re.sub(r"[^A-Za-z0-9._+-]", "-", item.lstrip("+").replace("=", "-", 1))
+        for item in sorted(_split_overrides(overrides), key=rank)
+    ]
+    safe = "+".join(items)[:max_length].rstrip("+-")
     return f"{num}_{safe}" if safe else str(num)
 
 
 OmegaConf.register_new_resolver("pathlab.job_dirname", job_dirname, replace=True)
 OmegaConf.register_new_resolver("pathlab.medmnist", info_field, replace=True)
+# `${pathlab.flag_default:${data.flag},symmetry}`: the per-data-set defaults (pathlab/data/info.py)
+OmegaConf.register_new_resolver("pathlab.flag_default", flag_default, replace=True)
 # `${pathlab.precision:${.accelerator}}`: bf16-mixed where the hardware does bf16 natively
 OmegaConf.register_new_resolver("pathlab.precision", default_precision, replace=True)
 OmegaConf.register_new_resolver("pathlab.on_gpu", uses_gpu, replace=True)
@@ -93,6 +102,36 @@ OmegaConf.register_new_resolver(
 OmegaConf.register_new_resolver(
     "pathlab.by_flag", lambda flag, table, default: table.get(flag, default), replace=True
 )
+
+
+def group_spec(group: str, value: Any, data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A config group's option as the plain dict the CLI would compose: a name loads
+    conf/<group>/<name>.yaml (after the bases in its defaults list), a mapping is taken as it
+    is; `${data.*}` is resolved against `data` (the data set's identity). None stays None.
+
+    This lets the Lightning modules take `model="resnet50"` from Python with the CLI's defaults,
+    and lets a checkpoint keep the resolved dicts, so it rebuilds without the config tree."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        node = _load_option(group, value)
+    else:
+        node = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(dict(value))))
+    root = OmegaConf.create({"data": dict(data), "spec": node})
+    return OmegaConf.to_container(root.spec, resolve=True)
+
+
+def _load_option(group: str, name: str) -> DictConfig:
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        from pathlab.errors import ConfigError
+
+        raise ConfigError(f"{group}={name!r} is unknown; use one of {', '.join(options)}.")
+    node = OmegaConf.load(path)
+    bases = [d for d in node.pop("defaults", []) if isinstance(d, str) and d != "_self_"]
+    merged = OmegaConf.merge(*[_load_option(group, b) for b in bases], node) if bases else node
+    return merged
 
 
 def compose_config(

@@ -9,7 +9,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pathlab.checkpoint import load_trained_model, with_checkpoint_normalisation
 from pathlab.cli import instantiate_all, run_task
@@ -28,10 +28,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         instantiate(cfg.data, test_split=cfg.split), trained, cfg.get("colour_match", "auto")
     )
     model = PathClassifier(
-        net=trained.net,
         info=datamodule.info,
-        tta=instantiate(cfg.tta) if cfg.get("tta") else None,
+        net=trained.net,
+        loss=None,
+        optim=None,
+        scheduler=None,
+        tta=OmegaConf.to_container(cfg.tta, resolve=True) if cfg.get("tta") else None,
         channels_last=cfg.get("channels_last", True),
+        inference_precision=str(cfg.get("inference_precision", "32")),
     )
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False, callbacks=[]

@@ -28,31 +28,24 @@ from pathlab.errors import ConfigError
 from pathlab.figures import gradcam_figure, save_png
 from pathlab.fileio import atomic_write_json
 from pathlab.metrics import predicted, probabilities
-
-STAGES = ("layer1", "layer2", "layer3", "layer4")
+from pathlab.models.protocol import gradcam_layer
+from pathlab.models.protocol import stages as model_stages
 
 
 def choose_layer(net: nn.Module, name: str, size: int, channels: int = 3) -> tuple[str, nn.Module]:
-    """The named ResNet stage, or for "auto" the last one whose feature maps are at least 4x4."""
-    if name != "auto":
-        if name not in STAGES or not hasattr(net, name):
-            raise ConfigError(
-                f"gradcam.target_layer={name!r} is unknown; use auto or one of {', '.join(STAGES)}."
-            )
-        return name, getattr(net, name)
-    sizes = {}
-    hooks = [
-        getattr(net, s).register_forward_hook(
-            lambda m, i, o, s=s: sizes.__setitem__(s, o.shape[-1])
+    """The model's own Grad-CAM layer for "auto" (pathlab.models.gradcam_layer: the last CNN
+    stage whose maps are at least 4x4; a ViT is refused), or any named module of the network."""
+    if name == "auto":
+        return gradcam_layer(net, size, channels)
+    modules = dict(net.named_modules())
+    spatial = name in modules and any(isinstance(m, nn.Conv2d) for m in modules[name].modules())
+    if not name or not spatial:
+        stages = [n for n, _ in model_stages(net)]
+        raise ConfigError(
+            f"gradcam.target_layer={name!r} is not a convolutional module of {type(net).__name__}; use auto or "
+            f"one of its stages: {', '.join(stages)}."
         )
-        for s in STAGES
-    ]
-    with torch.no_grad():
-        net.eval()(torch.zeros(1, channels, size, size))
-    for hook in hooks:
-        hook.remove()
-    chosen = next((s for s in reversed(STAGES) if sizes[s] >= 4), "layer1")
-    return chosen, getattr(net, chosen)
+    return name, modules[name]
 
 
 def grad_cam_maps(

@@ -2,74 +2,127 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import SumMetric
 
+from pathlab.config import group_spec
 from pathlab.data.info import DatasetInfo
-from pathlab.errors import TrainingDiverged
+from pathlab.errors import ConfigError, TrainingDiverged
 from pathlab.metrics import correct_count, headline_metrics, probabilities
+from pathlab.models.protocol import frozen_norms, parameter_groups, pretrained_normalisation
 from pathlab.predictions import Predictions
 from pathlab.tta import TestTimeAugmentation
 
 NAN_CHECK_EVERY = 50
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+def data_identity(info: DatasetInfo) -> dict[str, Any]:
+    """What `${data.*}` means in a config group's spec."""
+    return {
+        "flag": info.flag,
+        "size": info.size,
+        "task": info.task,
+        "num_classes": info.num_classes,
+        "channels": info.channels,
+        "symmetry": info.symmetry,
+    }
+
+
+INFERENCE_PRECISIONS = ("32", "bf16")
 
 
 def decay_groups(net: nn.Module) -> list[dict[str, Any]]:
-    """Parameter groups with weight decay on conv/linear weights only, none on norms and biases."""
-    decay, no_decay = [], []
-    for p in net.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """Parameter groups with weight decay on conv/linear weights only (none on norms, biases and
+    what the model names in `no_weight_decay()`, e.g. a ViT's position embedding)."""
+    return parameter_groups(net, lr=0.0)
 
 
 class PathClassifier(L.LightningModule):
-    """A classifier network with a pluggable loss, optimiser, schedule and test-time augmentation.
+    """A classifier network with a pluggable loss, optimiser, schedule and test-time augmentation,
+    built from plain specs so that it saves its own hyper-parameters and
+    `PathClassifier.load_from_checkpoint(path)` rebuilds it without Hydra.
 
-    net: any nn.Module mapping normalised (N, C, H, W) images to (N, classes) logits.
-    info: the data set's identity (task, class names), from the DataModule.
-    criterion: a loss taking (logits, labels); one with `set_class_counts` gets the train
-    split's class counts before fitting (for 'balanced' weights). None for evaluation only.
-    optimizer / scheduler: Hydra `_partial_` factories; the scheduler gets `total_steps`.
-    tta: the test step's views (None: the plain prediction). The test epoch yields one
-    `Predictions` record (`self.predictions`): TTA probabilities, the plain view's, labels.
-    Validation keeps the probabilities on the device and computes its metrics once per epoch
-    with the same functions as the test report (pathlab.metrics).
+    info: the data set's identity (a DatasetInfo or its dict; `MedMNISTDataModule.info`).
+    model / loss / optim / scheduler / tta: a preset name of the config tree (conf/<group>/<name>.yaml,
+    the command line's defaults: resnet18, ce, adamw, cosine, auto) or a dict of its keys
+    (`{"_target_": ..., ...}`, as `--cfg job` prints it); `${data.*}` is filled from `info`.
+    The model spec's `finetune` (full | linear_probe | partial) and `train_stages`, and the optim
+    spec's `backbone_lr_scale`, are pathlab's training protocol (pathlab/models/protocol.py).
+    net: a network of your own (timm's interface) instead of the model spec; pass it again to
+    load_from_checkpoint. config: the command line's composed config, kept for reproduction.
+    inference_precision: "32" (default: test, eval, predict and export give the same
+    probabilities whatever precision trained the model) or "bf16" (autocast).
     channels_last: channels-last memory format, faster convolutions on GPUs and on CPUs
     with oneDNN (measured: 1.2-1.5x for a ResNet-18 training step on this 2-core CPU).
     compile: wrap the network in torch.compile (GPU runs; slow to start on a CPU).
+    The test epoch yields one `Predictions` record (`self.predictions`). Validation keeps the
+    probabilities on the device and computes its metrics once per epoch with the same functions
+    as the test report (pathlab.metrics).
     """
 
     def __init__(
         self,
-        net: nn.Module,
-        info: DatasetInfo,
-        criterion: nn.Module | None = None,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-        tta: TestTimeAugmentation | None = None,
+        info: DatasetInfo | dict[str, Any],
+        model: str | dict[str, Any] = "resnet18",
+        loss: str | dict[str, Any] | None = "ce",
+        optim: str | dict[str, Any] | None = "adamw",
+        scheduler: str | dict[str, Any] | None = "cosine",
+        tta: str | dict[str, Any] | None = "auto",
         channels_last: bool = True,
         compile: bool = False,
+        inference_precision: str = "32",
+        net: nn.Module | None = None,
+        config: dict[str, Any] | None = None,
     ):
         super().__init__()
-        self.net, self.criterion, self.info = net, criterion, info
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        info = info if isinstance(info, DatasetInfo) else DatasetInfo.from_dict(info)
+        data = data_identity(info)
+        model, loss, optim = (
+            group_spec("model", model, data),
+            group_spec("loss", loss, data),
+            group_spec("optim", optim, data),
+        )
+        scheduler, tta = group_spec("scheduler", scheduler, data), group_spec("tta", tta, data)
+        inference_precision = str(inference_precision).removesuffix("-true")
+        if inference_precision not in INFERENCE_PRECISIONS:
+            raise ConfigError(
+                f"inference_precision={inference_precision!r} is unknown; use 32 (default) or bf16."
+            )
+        info = info.to_dict()
+        self.save_hyperparameters(ignore=["net"])
+        self.info = DatasetInfo.from_dict(info)
+        self.net = net if net is not None else instantiate(model)
+        self.frozen_norms = frozen_norms(self.net)  # finetune=linear_probe|partial (the builder's)
+        self.criterion = instantiate(loss) if loss else None
+        optim = dict(optim or {})
+        self.backbone_lr_scale = float(optim.pop("backbone_lr_scale", 1.0))
+        self.optimizer_factory = instantiate(optim) if optim else None
+        self.scheduler_factory = instantiate(scheduler) if scheduler else None
+        self.tta = instantiate(tta) if tta else TestTimeAugmentation("none")
         self.channels_last, self.compile_net = channels_last, compile
+        self.inference_precision = inference_precision
         self.train_correct, self.train_seen = SumMetric(), SumMetric()
-        self.tta = tta or TestTimeAugmentation("none")
         self.val_history: list[dict[str, float]] = []
         self.predictions: Predictions | None = None
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._test_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @classmethod
+    def for_data(cls, datamodule, **kwargs: Any) -> PathClassifier:
+        """A classifier for a DataModule's data set: `PathClassifier.for_data(dm, model="vit_tiny")`."""
+        return cls(info=datamodule.info, **kwargs)
+
+    def train(self, mode: bool = True) -> PathClassifier:
+        super().train(mode)
+        for norm in getattr(self, "frozen_norms", []):  # frozen layers keep their statistics
+            norm.eval()
+        return self
 
     # --- set-up -----------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -83,17 +136,21 @@ class PathClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if (
-            stage == "fit"
-            and hasattr(self.criterion, "set_class_counts")
-            and datamodule is not None
-        ):
+        if datamodule is None:
+            return
+        weights_norm = pretrained_normalisation(self.net, self.info.channels)
+        if weights_norm and hasattr(datamodule, "follow_weights"):
+            datamodule.follow_weights(*weights_norm)
+        if stage == "fit" and hasattr(self.criterion, "set_class_counts"):
             self.criterion.set_class_counts(
                 datamodule.class_counts, len(datamodule.splits["train"])
             )
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(decay_groups(self.net))
+        if self.optimizer_factory is None:
+            raise ConfigError("PathClassifier(optim=None) cannot train; pass optim='adamw'.")
+        lr = self.hparams.optim.get("lr", 0.0) if self.hparams.optim else 0.0
+        optimizer = self.optimizer_factory(parameter_groups(self.net, lr, self.backbone_lr_scale))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(
@@ -113,6 +170,17 @@ class PathClassifier(L.LightningModule):
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities (softmax, or a sigmoid per label) in float32."""
         return probabilities(self(x), self.info.multi_label)
+
+    def inference(self):
+        """The one inference precision of test, eval, predict and export: fp32 (autocast off,
+        whatever precision trained the model) unless inference_precision is bf16."""
+        if self.inference_precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, enabled=False)
+
+    def inference_probs(self, x: torch.Tensor) -> torch.Tensor:
+        with self.inference():
+            return self.probs(x.float())
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
@@ -185,15 +253,15 @@ class PathClassifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "colour_match", "none") == "none":
             return
-        with self.trainer.precision_plugin.forward_context():
-            datamodule.fit_test_colours(self.probs)
+        with self.inference():
+            datamodule.fit_test_colours(self.inference_probs)
 
     def on_test_epoch_start(self) -> None:
         self._test_batches = []
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y, index = batch
-        views = self.tta.view_probs(self.probs, x)  # (V, N, C); view 0 is the identity
+        views = self.tta.view_probs(self.inference_probs, x)  # (V, N, C); view 0 is the identity
         self._test_batches.append((views.mean(0), views[0], y, index))
 
     def on_test_epoch_end(self) -> None:

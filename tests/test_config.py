@@ -51,7 +51,8 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), all_options())
 def test_option_composes_and_instantiates(compose_cfg, group, option):
-    cfg = compose_cfg([f"{group}={option}"])
+    named = ["model.name=resnet18"] if (group, option) == ("model", "timm") else []
+    cfg = compose_cfg([f"{group}={option}", *named])
     assert cfg.seed == 42 and cfg.optimized_metric == "val/auc"
     data = instantiate(cfg.data)
     model = build_model(cfg, data.info)

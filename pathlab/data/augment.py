@@ -225,6 +225,21 @@ class BatchAugment(nn.Module):
                 f"{x.shape[1]} channel(s): set data.augment.{name}=0."
             )
 
+    def spec(self) -> dict:
+        """The arguments that rebuild this augmentation (saved with the DataModule)."""
+        keys = (
+            "symmetry",
+            "stain_jitter",
+            "hue",
+            "saturation",
+            "gamma",
+            "gain",
+            "brightness",
+            "contrast",
+            "translate",
+        )
+        return {k: getattr(self, k) for k in keys}
+
     def forward(self, x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
         """generator: where the random draws come from (None: torch's global generator)."""
         if self.stain_jitter:
@@ -319,7 +334,9 @@ class BatchMix(nn.Module):
         return f"mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, prob={self.prob}"
 
 
-NORMALIZATIONS = ("dataset", "per_image")
+# auto: the train split's statistics, or the input normalisation of the model's pretrained weights
+# (resolved to dataset | weights when the run starts); weights: a pretrained model's mean/std
+NORMALIZATIONS = ("auto", "dataset", "weights", "per_image")
 PER_IMAGE_STD_FLOOR = 0.05  # near-uniform patches (background) keep their noise small
 
 

@@ -18,7 +18,7 @@ from pathlab.data.colour_match import (
     check_colour_match,
     fit_colour_transport,
 )
-from pathlab.data.info import DatasetInfo
+from pathlab.data.info import SYMMETRY_BY_FLAG, DatasetInfo, default_augment
 from pathlab.data.npz import SPLITS, Split, cached_train_colours, class_counts, load_npz
 from pathlab.data.sources import locate_npz, prepare_npz
 from pathlab.errors import ConfigError, DataError
@@ -96,6 +96,36 @@ def limit_indices(
     return torch.cat(picked).sort().values
 
 
+def augment_spec(value: Any, flag: str, symmetry: str) -> dict[str, Any] | None:
+    """data.augment as a plain dict of BatchAugment's arguments: "auto" is the data set's
+    default (the command line's), None no augmentation; a BatchAugment gives its own."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != "auto":
+            raise ConfigError(
+                f"data.augment={value!r}: use auto, null or a mapping of BatchAugment's arguments."
+            )
+        return {"symmetry": symmetry, **default_augment(flag)}
+    if isinstance(value, BatchAugment):
+        return value.spec()
+    spec = {k: v for k, v in dict(value).items() if k not in ("_target_", "_convert_")}
+    spec.setdefault("symmetry", symmetry)
+    return spec
+
+
+def mixing_spec(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, BatchMix):
+        return {
+            "mixup_alpha": value.mixup_alpha,
+            "cutmix_alpha": value.cutmix_alpha,
+            "prob": value.prob,
+        }
+    return {k: v for k, v in dict(value).items() if k not in ("_target_", "_convert_")}
+
+
 class MedMNISTDataModule(L.LightningDataModule):
     """Any MedMNIST 2D set (or a file in its npz layout) for Lightning.
 
@@ -125,16 +155,16 @@ class MedMNISTDataModule(L.LightningDataModule):
         num_classes: int | None = None,
         channels: int | None = None,
         class_names: list[str] | None = None,
-        symmetry: str = "none",
+        symmetry: str | None = None,
         batch_size: int = 128,
-        eval_batch_size: int | None = None,
+        eval_batch_size: int | None = 512,
         train_limit: int | None = None,
         val_limit: int | None = None,
         test_limit: int | None = None,
         limit_mode: str = "first",
         limit_seed: int = 0,
-        augment: BatchAugment | None = None,
-        mixing: BatchMix | None = None,
+        augment: dict[str, Any] | BatchAugment | str | None = "auto",
+        mixing: dict[str, Any] | BatchMix | None = None,
         normalize: str = "dataset",
         colour_match: str = "none",
         synthetic: dict[str, int] | None = None,
@@ -144,6 +174,13 @@ class MedMNISTDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
+        # defaults per data set, as the command line has them (pathlab/data/info.py tables)
+        symmetry = symmetry or SYMMETRY_BY_FLAG.get(flag, "none")
+        augment = augment_spec(augment, flag, symmetry)
+        mixing = mixing_spec(mixing)
+        class_names = list(class_names) if class_names else None
+        # saved in checkpoints: MedMNISTDataModule.load_from_checkpoint(path, root=..., download=False)
+        self.save_hyperparameters()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(
@@ -179,8 +216,10 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.limits = {"train": train_limit, "val": val_limit, "test": test_limit}
         self.limit_mode, self.limit_seed = limit_mode, limit_seed
-        self.augment, self.mixing = augment, mixing
+        self.augment = BatchAugment(**augment) if augment else None
+        self.mixing = BatchMix(**mixing) if mixing else None
         self.normalize_mode = normalize
+        self.normalize_requested = normalize
         Normalize([0.0], [1.0], normalize)  # an unknown mode is refused here, before any data
         self.colour_match = check_colour_match(colour_match)
         self.colour_reference: ColourReference | None = None
@@ -223,6 +262,8 @@ class MedMNISTDataModule(L.LightningDataModule):
                 self.mean, self.std = reference.channel_stats()
             if self.colour_reference is None:
                 self.colour_reference = reference
+        if self.normalize_mode == "auto":
+            self.normalize_mode = "dataset"
         self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
         for split in SPLITS:
             keep = limit_indices(
@@ -260,6 +301,17 @@ class MedMNISTDataModule(L.LightningDataModule):
             *(len(self.splits[s]) for s in SPLITS),
             [round(m, 3) for m in self.mean],
             [round(s, 3) for s in self.std],
+        )
+
+    def follow_weights(self, mean: list[float], std: list[float]) -> None:
+        """normalize=auto and a model with pretrained weights: normalise as the weights expect
+        (their pretrained config's mean/std) instead of with the train split's statistics."""
+        if self.normalize_requested != "auto":
+            return
+        self.mean, self.std, self.normalize_mode = list(mean), list(std), "weights"
+        self.normalize = Normalize(self.mean, self.std, "weights")
+        log.info(
+            "normalisation follows the pretrained weights: mean %s std %s", self.mean, self.std
         )
 
     @property

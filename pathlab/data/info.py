@@ -193,6 +193,47 @@ class DatasetInfo:
         return cls(flag, size, task, names, names, channels, None, "", symmetry)
 
 
+# The per-data-set defaults, in one place for the Python classes and the config tree
+# (conf/data/medmnist.yaml reads them through `${pathlab.flag_default:...}`).
+# The D4 views that keep a label: d4 = all 8 rotations/flips (no canonical orientation: tissue,
+# cells, skin), flip = a horizontal mirror (OCT, fundus, ultrasound), none (chest X-ray and organ
+# CT: anatomy has a left and a right). Training augmentation and tta=auto follow it.
+SYMMETRY_BY_FLAG = {
+    "pathmnist": "d4",
+    "bloodmnist": "d4",
+    "dermamnist": "d4",
+    "tissuemnist": "d4",
+    "octmnist": "flip",
+    "retinamnist": "flip",
+    "breastmnist": "flip",
+}
+# Training augmentation beyond the symmetry views: HED stain jitter for H&E histology and a
+# 2-px reflect-filled translation (+1 point on PathMNIST in experiments/recipe).
+AUGMENT_BY_FLAG = {"pathmnist": {"stain_jitter": 0.05, "translate": 2}}
+AUGMENT_KEYS = {
+    "stain_jitter": 0.0,
+    "hue": 0.0,
+    "saturation": 0.0,
+    "gamma": 0.0,
+    "gain": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "translate": 0,
+}
+
+
+def flag_default(flag: str, key: str) -> Any:
+    """Config resolver `${pathlab.flag_default:FLAG,KEY}`: `symmetry` or an augment key."""
+    if key == "symmetry":
+        return SYMMETRY_BY_FLAG.get(flag, "none")
+    return AUGMENT_BY_FLAG.get(flag, {}).get(key, AUGMENT_KEYS[key])
+
+
+def default_augment(flag: str) -> dict[str, Any]:
+    """The training augmentation `python -m pathlab.train data.flag=FLAG` uses (symmetry apart)."""
+    return {key: flag_default(flag, key) for key in AUGMENT_KEYS}
+
+
 def info_field(flag: str, key: str) -> Any:
     """Config resolver `${pathlab.medmnist:FLAG,KEY}`: num_classes, channels or task from INFO."""
     entry = medmnist_info(flag)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from pathlab.errors import ConfigError
+from pathlab.models.protocol import apply_finetune
+from pathlab.models.weights import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,45 @@ def _init_weights(net: nn.Module) -> None:
 
 
 class MedResNet(ResNet):
-    """torchvision's ResNet that can take grayscale images into a 3-channel stem (repeat_gray)."""
+    """torchvision's ResNet that can take grayscale images into a 3-channel stem (repeat_gray),
+    with timm's model interface (pathlab/models/protocol.py), so the rest of pathlab treats it
+    like any timm model."""
 
     repeat_gray = False
+    pathlab_pretrained: str | None = None
+    pathlab_adapted: list[str] = []
+    # the input normalisation of torchvision/timm ImageNet weights (used only with pretrained weights)
+    pretrained_cfg = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
-    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_features(self) -> int:
+        return self.fc.in_features
+
+    @property
+    def feature_info(self) -> list[dict]:
+        return [
+            {"module": f"layer{i}", "num_chs": self.fc.in_features >> (4 - i), "reduction": 2**i}
+            for i in range(1, 5)
+        ]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.repeat_gray and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        return super()._forward_impl(x)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 def resnet18(
@@ -44,6 +76,11 @@ def resnet18(
     in_channels: int = 3,
     data_channels: int | None = None,
     pretrained: str | None = None,
+    in_chans: int | None = None,
+    img_size: int | None = None,
+    pretrained_strict: bool = True,
+    finetune: str = "full",
+    train_stages: int = 1,
 ) -> ResNet:
     """torchvision ResNet-18 with a stem chosen for the input size.
 
@@ -54,9 +91,19 @@ def resnet18(
     in_channels: channels the stem takes (the config sets it from the data). data_channels:
     channels of the data; in_channels=3 with grayscale data repeats the gray channel (asked
     for, e.g. to load RGB weights), any other mismatch is an error.
-    pretrained: path of a local weights file (a state dict, or a Lightning checkpoint);
-    tensors whose shapes differ (another class count or stem) are skipped and logged.
+    pretrained: path of a local weights file (a state dict, safetensors, or a Lightning
+    checkpoint); a partial match (another class count or stem) is refused unless
+    pretrained_strict is False (pathlab/models/weights.py). in_chans: the registry's name for
+    in_channels; img_size: accepted for the common model interface (the stem sets the size).
     """
+    if in_chans is not None:
+        in_channels = in_chans
+    if pretrained is True:
+        raise ConfigError(
+            "model.pretrained=true: pathlab's resnet18 (cifar stem) has no published weights; pass "
+            "a local file (model.pretrained=/path/weights.safetensors) or use model=timm "
+            "model.name=resnet18 model.pretrained=true for timm's ImageNet weights."
+        )
     if stem not in STEMS:
         raise ConfigError(f"model.stem={stem!r} is unknown; use one of {', '.join(STEMS)}.")
     if width < 1 or num_classes < 2 or in_channels not in (1, 3):
@@ -86,35 +133,9 @@ def resnet18(
         net.maxpool = nn.Identity()
     _init_weights(net)
     if pretrained:
-        load_weights(net, pretrained)
+        load_pretrained(net, pretrained, strict=pretrained_strict, in_chans=in_channels)
+        net.pathlab_pretrained = str(pretrained)
+    if stem == "cifar":
+        net.pathlab_adapted = ["conv1: 3x3 stride 1 (cifar stem)", "maxpool: removed"]
+    apply_finetune(net, finetune, train_stages)
     return net
-
-
-def load_weights(net: nn.Module, path: str | Path) -> None:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"model.pretrained={path} does not exist; pass the path of a weights file or null."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state:  # a Lightning checkpoint of PathClassifier
-        state = {
-            k.removeprefix("net."): v
-            for k, v in state["state_dict"].items()
-            if k.startswith("net.")
-        }
-    own = net.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(state) - set(usable))
-    if not usable:
-        raise ConfigError(
-            f"model.pretrained={path} holds no tensor that fits this ResNet-18; is it a ResNet-18 state dict?"
-        )
-    net.load_state_dict(usable, strict=False)
-    log.info(
-        "loaded %d tensors from %s; skipped %d (%s)",
-        len(usable),
-        path,
-        len(skipped),
-        ", ".join(skipped[:6]),
-    )

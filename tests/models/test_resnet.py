@@ -42,9 +42,17 @@ def test_pretrained_from_state_dict_and_checkpoint(tmp_path):
         tmp_path / "run.ckpt",
     )
     for name in ("weights.pt", "run.ckpt"):
-        net = resnet18(width=8, num_classes=9, pretrained=str(tmp_path / name))
+        # a 5-class head in a 9-class model: a partial match, refused unless asked for
+        with pytest.raises(
+            ConfigError, match=r"matches 120 of .*fc.bias, fc.weight.*pretrained_strict=false"
+        ):
+            resnet18(width=8, num_classes=9, pretrained=str(tmp_path / name))
+        net = resnet18(
+            width=8, num_classes=9, pretrained=str(tmp_path / name), pretrained_strict=False
+        )
         assert torch.equal(net.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
         assert net.fc.out_features == 9  # the 5-class head was skipped, not forced in
+        assert net.pathlab_pretrained == str(tmp_path / name)
 
 
 def test_bad_values():

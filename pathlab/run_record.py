@@ -1,0 +1,245 @@
+"""RunRecord: what a run did, published once at its end (metrics.json, the report, the loggers).
+
+A Lightning callback, so that a plain `lightning.Trainer` fitting a PathClassifier with
+pathlab's callbacks (`run_callbacks(run_dir)`) writes the same run dir as `python -m
+pathlab.train`: after `trainer.test(...)` the report and metrics.json of the tested checkpoint;
+after `fit` alone (expect_test=False) the validation summary; when SIGTERM or Ctrl-C stops
+training, the interrupt record with the command that resumes; when the loss diverges, that.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from pathlab.data.sources import md5sum
+from pathlab.errors import TrainingDiverged
+from pathlab.hardware import git_commit, software_versions
+from pathlab.metrics import metric_mode
+from pathlab.models.protocol import describe
+from pathlab.publish import publish_run
+
+
+def best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:
+    """The epoch ModelCheckpoint keeps: the first with the best value (NaN never wins)."""
+    scored = [row for row in history if not math.isnan(row.get(metric, math.nan))]
+    if not scored:
+        return history[-1] if history else {}
+    sign = -1 if metric_mode(metric) == "min" else 1
+    return max(scored, key=lambda row: sign * row[metric])
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
+
+
+class RunRecord(L.Callback):
+    """Publishes the run's summary, report and loggers once, on rank 0.
+
+    run_dir: where metrics.json and the report go (checkpoints in run_dir/checkpoints).
+    optimized_metric: the validation metric that picks best.ckpt. test_checkpoint: which
+    checkpoint the run tests (best | last), for the summary's wording. expect_test: a test
+    follows fit (the report is published after it); False publishes at the end of fit.
+    seed, overrides, command, task_name, params: what the summary records (params: the
+    hyper-parameters for the loggers; the command line's config under pathlab.train).
+    """
+
+    def __init__(
+        self,
+        run_dir: str,
+        optimized_metric: str = "val/auc",
+        test_checkpoint: str = "best",
+        expect_test: bool = True,
+        seed: int | None = None,
+        task_name: str = "train",
+        overrides: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.optimized_metric, self.test_checkpoint = optimized_metric, test_checkpoint
+        self.expect_test, self.seed, self.task_name = expect_test, seed, task_name
+        self.overrides, self.params = list(overrides or []), params
+        self.started = time.perf_counter()
+        self.resumed_from: str | None = None
+        self.summary: dict[str, Any] = {}
+        self.diverged = False
+        self.interrupt_message = ""
+
+    # --- what a run knows -------------------------------------------------------------------
+    def best_checkpoint(self, trainer: L.Trainer) -> str:
+        monitors = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor]
+        return monitors[0].best_model_path if monitors else ""
+
+    def last_checkpoint(self) -> str | None:
+        return _existing(self.run_dir / "checkpoints" / "last.ckpt")
+
+    def tested_checkpoint(self, trainer: L.Trainer) -> str | None:
+        """The file the run tests: last.ckpt or best.ckpt, as test_checkpoint says."""
+        if self.test_checkpoint == "last":
+            return self.last_checkpoint()
+        return self.best_checkpoint(trainer) or None
+
+    def _base(self, trainer: L.Trainer, module, status: str) -> dict[str, Any]:
+        history = getattr(module, "val_history", [])
+        best = best_row(history, self.optimized_metric)
+        return {
+            "status": status,
+            "run_dir": str(self.run_dir),
+            "optimized_metric": self.optimized_metric,
+            "optimized_value": best.get(self.optimized_metric),
+            "metrics": {k: v for k, v in best.items() if k.startswith("val/")},
+            "best_epoch": best.get("epoch"),
+            "epochs_trained": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "val_last_epoch": history[-1] if history else {},
+            "seed": self.seed,
+            "overrides": self.overrides,
+        }
+
+    # --- hooks ------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.resumed_from = trainer.ckpt_path
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        best = best_row(pl_module.val_history, self.optimized_metric)
+        self.diverged = not math.isfinite(best.get(self.optimized_metric, math.nan))
+        if self.diverged or not self.expect_test:
+            self.publish(trainer, pl_module, tested=None)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
+        self.publish(trainer, pl_module, tested=trainer.ckpt_path or "final weights")
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, TrainingDiverged):
+            summary = self._base(trainer, pl_module, "diverged")
+            summary.update(
+                error=str(exception),
+                epochs_completed=len(pl_module.val_history),
+                interrupted_checkpoint=_existing(self.run_dir / "checkpoints" / "interrupted.ckpt"),
+                metrics={},
+            )
+            self._write(trainer, summary, None, title=f"{self.task_name}: diverged")
+        elif isinstance(exception, (SIGTERMException, KeyboardInterrupt, SystemExit)):
+            self._interrupted(trainer, pl_module)
+
+    # --- publishing -------------------------------------------------------------------------
+    def _interrupted(self, trainer: L.Trainer, module) -> None:
+        """The epoch-end last.ckpt (an exact resume point) and interrupted.ckpt (this moment)
+        are on disk: record the state and the command that goes on."""
+        last = self.last_checkpoint()
+        now = _existing(self.run_dir / "checkpoints" / "interrupted.ckpt")
+        keep = [o for o in self.overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+        resume = " ".join(
+            [
+                "python -m pathlab.train",
+                *keep,
+                "ckpt_path=" + ("last" if last else str(now)),
+                f"hydra.run.dir={self.run_dir}",
+            ]
+        )
+        summary = self._base(trainer, module, "interrupted")
+        summary.update(
+            epochs_completed=len(module.val_history),
+            last_checkpoint=last,
+            interrupted_checkpoint=now,
+            resume=resume,
+            metrics=dict(module.val_history[-1]) if module.val_history else {},
+            wall_time_s=round(time.perf_counter() - self.started, 2),
+        )
+        self.interrupt_message = (
+            f"training was interrupted after {len(module.val_history)} complete epoch(s); "
+            f"checkpoints are in {self.run_dir / 'checkpoints'}. Resume with:\n  {resume}"
+        )
+        self._write(trainer, summary, None, title=f"{self.task_name}: interrupted")
+
+    def publish(self, trainer: L.Trainer, module, tested: str | None) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        info = module.info
+        status = "diverged" if self.diverged else "completed"
+        summary = self._base(trainer, module, status)
+        best_path = self.best_checkpoint(trainer)
+        summary.update(
+            dataset={
+                "flag": info.flag,
+                "size": info.size,
+                "task": info.task,
+                "classes": list(info.class_names),
+                "symmetry": info.symmetry,
+            },
+            model=describe(module.net),
+            best_checkpoint=best_path or None,
+            last_checkpoint=self.last_checkpoint(),
+            tested_checkpoint=tested,
+            colour_match=datamodule.colour_match_summary() if datamodule is not None else None,
+            resumed_from=self.resumed_from,
+            reproduce={
+                "versions": software_versions(),
+                "git_commit": git_commit(),
+                "data_file": str(datamodule.npz_path) if datamodule is not None else None,
+                "data_md5": md5sum(datamodule.npz_path) if datamodule is not None else None,
+                "deterministic": torch.are_deterministic_algorithms_enabled(),
+                "precision": str(trainer.precision),
+                "inference_precision": getattr(module, "inference_precision", "32"),
+            },
+            torch_threads=torch.get_num_threads(),
+            wall_time_s=round(time.perf_counter() - self.started, 2),
+        )
+        self.summary = summary
+        if tested is None:
+            title = f"{self.task_name}: {status}, validation only"
+        elif Path(str(tested)).name == "last.ckpt":
+            title = f"{self.task_name}: last epoch ({summary['epochs_trained']}) tested"
+        else:
+            title = f"{self.task_name}: best epoch {summary['best_epoch']} on {self.optimized_metric} tested"
+        predictions = module.predictions if tested is not None else None
+        self._write(trainer, summary, predictions, title=title, tested=tested)
+
+    def _write(self, trainer, summary, predictions, title: str, tested: str | None = None) -> None:
+        self.summary = summary
+        if not trainer.is_global_zero:
+            return
+        self.summary = publish_run(
+            self.run_dir,
+            summary,
+            predictions,
+            trainer.loggers,
+            step=trainer.global_step,
+            params=self.params,
+            details={"checkpoint": tested, "seed": self.seed} if tested else None,
+            title=title,
+        )
+
+
+def run_callbacks(
+    run_dir: str | Path,
+    optimized_metric: str = "val/auc",
+    test_checkpoint: str = "best",
+    expect_test: bool = True,
+    seed: int | None = None,
+) -> list[L.Callback]:
+    """pathlab's callbacks for a plain `lightning.Trainer`, as `python -m pathlab.train` has them
+    (conf/callbacks/default.yaml: best.ckpt, last.ckpt, interrupted.ckpt, progress, RunRecord)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from pathlab.config import CONF_DIR
+
+    root = OmegaConf.create(
+        {
+            "paths": {"output_dir": str(Path(run_dir).resolve())},
+            "optimized_metric": optimized_metric,
+            "test_checkpoint": test_checkpoint,
+            "test": expect_test,
+            "seed": seed,
+            "task_name": "train",
+            "callbacks": OmegaConf.load(CONF_DIR / "callbacks" / "default.yaml"),
+        }
+    )
+    return [instantiate(c) for c in root.callbacks.values() if c is not None and "_target_" in c]
