@@ -59,13 +59,16 @@ def interrupted_message(task: str = "") -> str:
 
 def find_pathlab_error(exc: BaseException | None) -> PathlabError | None:
     """The PathlabError behind `exc`, following Hydra's InstantiationException chain; an
-    OSError of a full or read-only disk counts as one (StorageError)."""
+    OSError of a full or read-only disk counts as one (StorageError), and so does Lightning's
+    MisconfigurationException, whose message names the setting and the fix (ConfigError)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, PathlabError):
             return exc
         if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
             return storage_error(exc)
+        if type(exc).__name__ == "MisconfigurationException":  # Lightning's: a trainer.* setting
+            return ConfigError(f"{exc} (a trainer.* setting; Lightning refused it)")
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

@@ -519,3 +519,18 @@ def test_predict_flags_doubtful_images_per_row_and_counts_them(
     assert rows["xray16.png"]["warning"].startswith("grayscale image: the model is RGB (PathMNIST)")
     assert rows["dot.png"]["warning"] == "too small: 1x1 upscaled 28x to 28x28"
     assert all(r["pred"] for r in rows.values())  # flagged, still labelled
+
+
+def test_lightnings_misconfiguration_is_a_config_error():
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from pathlab.errors import find_pathlab_error
+
+    wrapped = RuntimeError("instantiating the trainer")
+    wrapped.__cause__ = MisconfigurationException(
+        "You requested to check 0.01 of the `val_dataloader` but 0.01 * 1 < 1."
+    )
+    error = find_pathlab_error(wrapped)
+    assert isinstance(error, ConfigError)
+    assert str(error).startswith("You requested to check 0.01 of the `val_dataloader`")
+    assert str(error).endswith("(a trainer.* setting; Lightning refused it)")
