@@ -10,7 +10,7 @@ ARGS ?=
 EXPLORE_DATA ?= data=synthetic
 SWEEP_DIR ?= outputs/sweep_demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: help install demo train test test-fast lint format bench sweep ablation recipe explore docs-figures strip-notebooks tensorboard clean
+.PHONY: help install demo train test test-fast lint format bench timings sweep ablation recipe explore docs-figures strip-notebooks tensorboard clean
 
 help:
 	@echo "make demo         train + test a short run offline on synthetic data, print the report"
@@ -22,6 +22,7 @@ help:
 	@echo "make explore      data figures (EXPLORE_DATA=data=pathmnist for the real set)"
 	@echo "make docs-figures regenerate docs/*.png shown in README.md"
 	@echo "make tensorboard  TensorBoard over outputs/"
+	@echo "make timings      the README's stated times on this machine (outputs/timings.json)"
 	@echo "make lint / format / bench / clean"
 
 $(STAMP): pyproject.toml
@@ -80,6 +81,11 @@ strip-notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pathlab.bench --out outputs/bench.json $(ARGS)
+
+# the README's stated times on this machine (demo, fast test suite; TIMING_STEPS="demo test-fast test install")
+TIMING_STEPS ?= demo test-fast
+timings: $(STAMP)
+	$(PY) scripts/timings.py --steps $(TIMING_STEPS) $(ARGS)
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs
