@@ -12,19 +12,25 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pathlab.errors import TrainingDiverged
+from pathlab.slurm import stop_on_requeue_signals
 
 
 class SaveOnInterrupt(L.Callback):
-    """Write `<dirpath>/<filename>.ckpt` when SIGTERM, Ctrl-C or a NaN loss stops training."""
+    """Write `<dirpath>/<filename>.ckpt` when SIGTERM, Ctrl-C or a NaN loss stops training, or a
+    SLURM job's USR1/USR2 (submitit's time-limit warning, pre-emption; see pathlab/slurm.py)."""
 
     def __init__(self, dirpath: str, filename: str = "interrupted"):
         self.path = Path(dirpath) / f"{filename}.ckpt"
 
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        # before Lightning's handlers: USR1/USR2 stop as SIGTERM does, and the job is requeued
+        stop_on_requeue_signals()
+
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        stopping = (SIGTERMException, KeyboardInterrupt, TrainingDiverged)
+        # SystemExit: Lightning's SIGTERMException, or a scheduler's handler calling sys.exit
+        stopping = (SystemExit, KeyboardInterrupt, TrainingDiverged)
         if isinstance(exception, stopping) and trainer.global_step > 0:
             trainer.save_checkpoint(self.path)
 
