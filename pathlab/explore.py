@@ -77,6 +77,17 @@ def normalisation_check(datamodule, n: int, seed: int) -> dict[str, Any]:
     return {"images": len(index), "mean": mean, "std": std, "ok": ok, "tolerance": CHECK_TOLERANCE}
 
 
+# (column title, BatchAugment argument) of each lever shown alone in augmentations.png
+AUGMENT_COLUMNS = (
+    ("stain jitter", "stain_jitter"),
+    ("hue", "hue"),
+    ("saturation", "saturation"),
+    ("gamma", "gamma"),
+    ("white balance", "gain"),
+    ("translate", "translate"),
+)
+
+
 def augmentation_columns(
     augment: BatchAugment | None, images: torch.Tensor, seed: int
 ) -> dict[str, np.ndarray]:
@@ -87,10 +98,12 @@ def augmentation_columns(
         if augment.symmetry != "none":
             label = {"d4": "D4 rotation/flip", "flip": "horizontal flip"}[augment.symmetry]
             steps[label] = BatchAugment(symmetry=augment.symmetry)
-        if augment.stain_jitter:
-            steps[f"stain jitter {augment.stain_jitter}"] = BatchAugment(
-                symmetry="none", stain_jitter=augment.stain_jitter
-            )
+        # every other lever the config turns on, alone, in a column named with its amplitude
+        for label, name in AUGMENT_COLUMNS:
+            value = getattr(augment, name, 0)
+            if value:
+                unit = " px" if name == "translate" else ""
+                steps[f"{label} {value}{unit}"] = BatchAugment(symmetry="none", **{name: value})
         if augment.brightness or augment.contrast:
             steps["brightness/contrast"] = BatchAugment(
                 symmetry="none", brightness=augment.brightness, contrast=augment.contrast

@@ -80,3 +80,25 @@ def test_cli_prints_the_table(tmp_path, cache_dir):
     text = " ".join(done.stdout.split())  # rich wraps lines at the terminal width
     assert "PathMNIST classes (multi-class)" in text and "normalised batch check: ok" in text
     assert (tmp_path / "samples.png").is_file()
+
+
+def test_augmentations_png_has_a_column_for_every_lever_the_config_turns_on():
+    import torch
+
+    from pathlab.data.augment import BatchAugment
+    from pathlab.explore import augmentation_columns
+
+    images = torch.randint(0, 256, (3, 28, 28, 3), dtype=torch.uint8)
+    augment = BatchAugment(symmetry="d4", stain_jitter=0.05, gain=0.15, translate=2)
+    columns = augmentation_columns(augment, images, seed=0)
+    assert list(columns) == [
+        "original",
+        "D4 rotation/flip",
+        "stain jitter 0.05",
+        "white balance 0.15",
+        "translate 2 px",
+        "all, as trained",
+    ]
+    # the translation column shifts the image (reflect-filled), the original is as stored
+    assert not np.allclose(columns["translate 2 px"], columns["original"])
+    assert np.allclose(columns["original"], images.numpy() / 255)
