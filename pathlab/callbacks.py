@@ -26,7 +26,7 @@ class SaveOnInterrupt(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         # before Lightning's handlers: USR1/USR2 stop as SIGTERM does, and the job is requeued
-        stop_on_requeue_signals()
+        stop_on_requeue_signals(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
         # SystemExit: Lightning's SIGTERMException, or a scheduler's handler calling sys.exit

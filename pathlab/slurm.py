@@ -20,9 +20,13 @@ import re
 import shutil
 import signal
 import subprocess
+import weakref
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
+
+import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 
 from pathlab.errors import ConfigError, TrainingInterrupted
 
@@ -58,6 +62,7 @@ class _Stop:
 
     signal: int | None = None
     submitit_handler: Any = None
+    trainer: weakref.ref | None = None
     installed = False
 
 
@@ -67,19 +72,26 @@ def _is_submitit_handler(handler: Any) -> bool:
 
 
 def _on_requeue_signal(signum: int, frame: FrameType | None) -> None:
+    name = signal.Signals(signum).name
+    trainer = _Stop.trainer() if _Stop.trainer is not None else None
+    if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+        # testing after the fit takes seconds: the job finishes (or meets its time limit)
+        log.warning("got %s outside training: going on", name)
+        return
     _Stop.signal = signum
-    log.warning("got %s: stopping at the next batch to be requeued", signal.Signals(signum).name)
-    # Lightning's SIGTERM handler (installed while it fits or tests) stops at the next batch, on
-    # every DDP rank at once; outside it (no handler, or submitit's bypass) the job just goes on.
-    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
-        signal.raise_signal(signal.SIGTERM)
+    log.warning("got %s: stopping at the next batch to be requeued", name)
+    # Lightning's SIGTERM handler stops at the next batch, on every DDP rank at once
+    signal.raise_signal(signal.SIGTERM)
 
 
-def stop_on_requeue_signals() -> None:
-    """In a SLURM job, USR1 and USR2 stop training as SIGTERM does (Lightning's graceful stop)
-    and mark the job for requeueing. Call before the trainer registers its handlers (a
-    callback's `setup`): Lightning then leaves USR1 alone, so no `hpc_ckpt_*.ckpt` is written."""
-    if not in_slurm_job() or _Stop.installed:
+def stop_on_requeue_signals(trainer: L.Trainer) -> None:
+    """In a SLURM job, USR1 and USR2 stop this trainer's fit as SIGTERM does (Lightning's
+    graceful stop) and mark the job for requeueing. Call before the trainer registers its
+    handlers (a callback's `setup`): Lightning then leaves USR1 alone, so no `hpc_ckpt_*.ckpt`."""
+    if not in_slurm_job():
+        return
+    _Stop.trainer = weakref.ref(trainer)
+    if _Stop.installed:
         return
     for signum in REQUEUE_SIGNALS:
         previous = signal.getsignal(signum)

@@ -201,3 +201,23 @@ def test_a_submitit_job_out_of_requeues_fails_in_one_line(in_slurm, monkeypatch)
         TrainingInterrupted, match="timed-out too many times. Raise hydra.launcher.max_num_timeout"
     ):
         slurm.requeue_if_signalled(0, "/runs/x/checkpoints")
+
+
+def test_usr_signals_stop_a_fit_and_nothing_else(in_slurm, monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    got = []
+    monkeypatch.setattr(slurm._Stop, "signal", None)
+    trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING))
+    monkeypatch.setattr(slurm._Stop, "trainer", lambda: trainer)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        slurm._on_requeue_signal(signal.SIGUSR2, None)  # testing after the fit: goes on
+        assert got == [] and slurm._Stop.signal is None
+        trainer.state.fn = TrainerFn.FITTING
+        slurm._on_requeue_signal(signal.SIGUSR2, None)  # Lightning's SIGTERM stop, then requeue
+        assert got == [signal.SIGTERM] and slurm._Stop.signal == signal.SIGUSR2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
