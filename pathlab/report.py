@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import json
+import re
 import sys
 from pathlib import Path
 
 from pathlab.data.info import MEDMNIST_2D, DatasetInfo
 from pathlab.errors import DataError, PathlabError
-from pathlab.predictions import read_predictions
+from pathlab.predictions import Predictions, read_predictions
 from pathlab.publish import publish_report
+from pathlab.tta import VIEWS
 
 
 def check_columns(path: str | Path, flag: str | None = None) -> None:
@@ -56,6 +60,43 @@ def check_columns(path: str | Path, flag: str | None = None) -> None:
             )
 
 
+TTA_LINE = re.compile(r"^- TTA: (\S+) \((\d+) views?", re.MULTILINE)
+
+
+def recorded_tta(folder: str | Path) -> tuple[str, int, str] | None:
+    """The TTA (name, views, where it was read) the predictions beside these files used:
+    predictions.csv holds only the averaged probabilities, the run's report records the views
+    (report.json's "tta" where a run wrote one, else report.md's "TTA:" line)."""
+    folder = Path(folder)
+    try:
+        stored = json.loads((folder / "report.json").read_text())
+        tta = stored.get("tta") or (stored.get("protocol") or {}).get("tta")
+        if isinstance(tta, dict) and tta.get("name"):
+            return str(tta["name"]), int(tta.get("views", 1)), "report.json"
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        found = TTA_LINE.search((folder / "report.md").read_text())
+    except (OSError, UnicodeDecodeError):
+        found = None
+    return (found.group(1), int(found.group(2)), "report.md") if found else None
+
+
+def with_tta(predictions: Predictions, tta: str | None, folder: Path) -> tuple[Predictions, str]:
+    """The predictions labelled with the TTA they were made with (--tta, else what the run's
+    report recorded), and the report's TTA line."""
+    if tta:
+        found: tuple[str, int, str] | None = (tta, len(VIEWS[tta]), "--tta")
+    else:
+        found = recorded_tta(folder)
+    if found is None:
+        return predictions, "not recorded beside the predictions file: pass --tta NAME"
+    name, views, source = found
+    plural = "s" if views > 1 else ""
+    line = f"{name} ({views} view{plural}, probabilities averaged; from {source})"
+    return dataclasses.replace(predictions, tta=name, views=views), line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pathlab.report",
@@ -76,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         help="which split the predictions are of",
     )
     parser.add_argument(
+        "--tta",
+        choices=list(VIEWS),
+        help="the TTA the predictions were made with (default: as the run's report.md/json beside "
+        "the file records it)",
+    )
+    parser.add_argument(
         "--flag",
         help="the MedMNIST data set (default: the one whose class names the columns carry)",
     )
@@ -83,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_columns(args.predictions, args.flag)
         predictions = read_predictions(args.predictions, args.split, args.flag)
-        out = Path(args.out) if args.out else Path(args.predictions).resolve().parent
+        source = Path(args.predictions).resolve().parent
+        out = Path(args.out) if args.out else source
+        predictions, tta_line = with_tta(predictions, args.tta, source)
         published = publish_report(
-            out, predictions, details={"source": str(args.predictions)}, run_name=args.run
+            out,
+            predictions,
+            details={"TTA": tta_line, "source": str(args.predictions)},
+            run_name=args.run,
         )
     except PathlabError as exc:
         print(f"pathlab: error: {exc}", file=sys.stderr)
