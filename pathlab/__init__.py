@@ -1,6 +1,7 @@
 """pathlab: histology patch classification on PathMNIST with Lightning + Hydra."""
 
 __version__ = "0.1.0"
+from pathlab import quiet  # noqa: F401  (Lightning's known-harmless messages off, once, for all)
 
 # `from pathlab import PathClassifier, MedMNISTDataModule`: imported on first use, so that
 # `import pathlab` (and the light entry points) does not pay for Lightning.

@@ -178,3 +178,18 @@ def test_lightning_tips_are_dropped_and_other_info_kept(caplog):
         rank_zero_info("💡 Tip: For seamless cloud logging ... try installing [litlogger]")
         rank_zero_info("GPU available: False, used: False")
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+
+
+def test_every_entry_point_gets_the_filters():
+    """A fresh interpreter that imports any pathlab module has the filters (pathlab/__init__
+    imports pathlab.quiet): the process boundary is what is tested."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, warnings, pathlab.metrics; "
+        "f = logging.getLogger('lightning.pytorch.utilities.rank_zero').filters; "
+        "print(len(f), any('srun' in str(w[1].pattern) for w in warnings.filters if w[1]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "True"]
