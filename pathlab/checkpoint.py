@@ -125,17 +125,17 @@ def load_trained_model(path: str | Path) -> TrainedModel:
 
 
 def check_same_data(trained: TrainedModel, info: DatasetInfo) -> None:
-    """Refuse to evaluate a model on a data set with other classes than it was trained for."""
-    if (trained.info.flag, trained.info.class_names, trained.info.task) != (
-        info.flag,
-        info.class_names,
-        info.task,
-    ):
+    """Refuse to evaluate a model on a data set with other classes, task, image size or channel
+    count than it was trained for (another size runs, but at a much lower accuracy)."""
+    keys = ("flag", "class_names", "task", "size", "channels")
+    if any(getattr(trained.info, k) != getattr(info, k) for k in keys):
+        was, now = trained.info, info
         raise CheckpointError(
-            f"ckpt_path={trained.path} was trained on {trained.info.flag} ({trained.info.num_classes} "
-            f"classes: {', '.join(trained.info.class_names[:4])}...), but the data is {info.flag} "
-            f"({info.num_classes} classes). Pass the data options the run trained with "
-            f"(data.flag={trained.info.flag}, data.root=...)."
+            f"ckpt_path={trained.path} was trained on {was.flag} ({was.size} px, {was.channels} "
+            f"channel(s), {was.num_classes} classes: {', '.join(was.class_names[:4])}...), but the "
+            f"data is {now.flag} ({now.size} px, {now.channels} channel(s), {now.num_classes} "
+            f"classes). Pass the data options the run trained with (data.flag={was.flag} "
+            f"data.size={was.size}, data.root=...)."
         )
 
 

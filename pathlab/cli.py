@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pathlab.data.info import DatasetInfo
-from pathlab.errors import find_pathlab_error
+from pathlab.errors import find_pathlab_error, interrupted_message
 from pathlab.module import PathClassifier
 
 log = logging.getLogger("pathlab")
@@ -43,12 +43,20 @@ def _to_log_file(message: str) -> None:
 
 
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run an entry point's task; a user error (PathlabError) ends it with its message alone, exit 2.
+    """Run an entry point's task; a user error (PathlabError) ends it with its message alone, exit 2
+    (Ctrl-C: one line, exit 130).
 
     In a multirun the error is raised instead, so the launcher records the job as failed.
     """
     try:
         return task(cfg)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which says how to resume): one line
+        message = f"pathlab: error: {interrupted_message(task.__module__)}"
+        _to_log_file(message)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"\n{message}\n", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as exc:
         error = find_pathlab_error(exc)
         where = output_dir()

@@ -51,9 +51,10 @@ def storage_error(exc: OSError) -> StorageError:
     )
 
 
-def interrupted_message(task: str = "") -> str:
-    """The one line of a Ctrl-C outside training (which has its own resume message)."""
-    what = f"pathlab.{task}" if task else "the run"
+def interrupted_message(module: str = "") -> str:
+    """The one line of a Ctrl-C outside training (which has its own resume message); module:
+    the entry point's, e.g. pathlab.predict."""
+    what = module if module.startswith("pathlab.") else "the run"
     return f"{what} was interrupted (Ctrl-C); files it had finished are kept, nothing half-written."
 
 

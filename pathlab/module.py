@@ -13,7 +13,7 @@ from torchmetrics import SumMetric
 
 from pathlab.config import group_spec
 from pathlab.data.info import DatasetInfo
-from pathlab.errors import ConfigError, TrainingDiverged
+from pathlab.errors import ConfigError, DataError, TrainingDiverged
 from pathlab.metrics import correct_count, headline_metrics, probabilities
 from pathlab.models.protocol import frozen_norms, parameter_groups, pretrained_normalisation
 from pathlab.predictions import Predictions
@@ -41,6 +41,24 @@ def decay_groups(net: nn.Module) -> list[dict[str, Any]]:
     """Parameter groups with weight decay on conv/linear weights only (none on norms, biases and
     what the model names in `no_weight_decay()`, e.g. a ViT's position embedding)."""
     return parameter_groups(net, lr=0.0)
+
+
+def val_split_problem(labels: np.ndarray, info: DatasetInfo, metric: str) -> str:
+    """Why `metric` is NaN on a val split whose loss is finite: the labels it holds."""
+    if info.multi_label:
+        what = "no label with both positive and negative images"
+    else:
+        present, counts = np.unique(labels, return_counts=True)
+        names = [
+            f"{info.class_names[int(c)]}: {n} images" for c, n in zip(present, counts, strict=True)
+        ]
+        what = f"one class ({', '.join(names)})" if len(present) == 1 else f"{len(present)} classes"
+    return (
+        f"{metric} is NaN although the val loss is finite: the val split holds {what}, and "
+        f"{metric} needs two classes there. This is the data, not a divergence: use a val split "
+        "with more classes (data.val_limit with data.limit_mode=stratified, or another file), "
+        "or optimized_metric=val/loss."
+    )
 
 
 class PathClassifier(L.LightningModule):
@@ -145,6 +163,12 @@ class PathClassifier(L.LightningModule):
             self.criterion.set_class_counts(
                 datamodule.class_counts, len(datamodule.splits["train"])
             )
+        train = getattr(datamodule, "splits", {}).get("train")
+        if stage == "fit" and train is not None and len(train) < 2:
+            raise DataError(
+                f"the train split has {len(train)} image(s): a training batch needs at least 2 "
+                "(BatchNorm); give it more (data.train_limit, or the npz file's train split)."
+            )
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
@@ -242,6 +266,10 @@ class PathClassifier(L.LightningModule):
         else:  # diverged: AUROC of NaN scores is no signal
             metrics = dict.fromkeys(("acc", "auc", "f1_macro"), float("nan"))
         values = {"val/loss": float(loss), **{f"val/{k}": v for k, v in metrics.items()}}
+        monitor = getattr(self.trainer.checkpoint_callback, "monitor", None)
+        undefined = monitor in values and np.isnan(values[monitor]) and torch.isfinite(loss)
+        if undefined and not self.trainer.sanity_checking:  # the val split's labels, not divergence
+            raise DataError(val_split_problem(labels, self.info, monitor))
         self.log_dict(values, prog_bar=True)
         if not self.trainer.sanity_checking:
             row = {"epoch": self.current_epoch, "step": self.global_step, **values}

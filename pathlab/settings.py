@@ -180,6 +180,7 @@ SCHEMA: dict[str, dict[str, Num]] = {
         "*.save_top_k": Num(int, 0, extra=(-1,), example="1"),
         "*.every_n_epochs": Num(int, 0, null=True, example="1"),
         "*.every_n_train_steps": Num(int, 0, null=True, example="0"),
+        "*.seed": Num(int, 0, SEED_MAX, example="42"),
     },
     "tta": {
         "max_images": Num(int, 1, null=True, example="4096"),

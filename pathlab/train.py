@@ -18,6 +18,8 @@ from pathlab.cli import build_model, instantiate_all, run_config, run_task
 from pathlab.config import CONF_DIR
 from pathlab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from pathlab.run_record import RunRecord
+from pathlab.runlock import check_resume_identity, claim_run_dir
+from pathlab.settings import validate_settings
 
 log = logging.getLogger("pathlab")
 
@@ -53,7 +55,7 @@ KNOWN_KEYS = {
     "data", "model", "loss", "optim", "scheduler", "tta", "trainer", "logger", "callbacks",
     "paths", "task_name", "tags", "seed", "ckpt_path", "optimized_metric", "test", "test_checkpoint",
     "channels_last", "threads", "compile", "hydra", "experiment", "hparams_search",
-    "inference_precision",
+    "inference_precision", "overwrite",
 }  # fmt: skip
 
 
@@ -80,17 +82,11 @@ def check_config(cfg: DictConfig) -> None:
             f"test_checkpoint={cfg.test_checkpoint} is unknown; use best (the best epoch on "
             "optimized_metric) or last (the final epoch)."
         )
-    lr, decay = cfg.optim.get("lr"), cfg.optim.get("weight_decay", 0.0)
-    if lr is None or not lr > 0:
-        problems.append(f"optim.lr={lr} must be > 0, e.g. 0.001.")
-    if decay is not None and decay < 0:
-        problems.append(f"optim.weight_decay={decay} must be >= 0, e.g. 0.05.")
-    if not cfg.trainer.get("max_epochs", 1) >= 1:
-        problems.append(f"trainer.max_epochs={cfg.trainer.max_epochs} must be >= 1.")
-    if cfg.data.get("batch_size") == 1:
-        problems.append(
-            "data.batch_size=1 cannot train: BatchNorm needs at least 2 images a batch; use e.g. 128."
-        )
+    try:  # every group's numbers by kind, the optimiser and the schedule's curve (settings.py)
+        for note in validate_settings(run_config(cfg)):
+            log.warning(note)
+    except ConfigError as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError(" ".join(problems))
 
@@ -111,10 +107,19 @@ def cpu_threads(cfg: DictConfig) -> int | None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """config -> DataModule, PathClassifier, Trainer (with RunRecord, which publishes) -> fit, test."""
+    """Settings checked, the run dir claimed for this run alone (pathlab.runlock), then _train."""
     run_dir = Path(cfg.paths.output_dir)
     check_config(cfg)
     ckpt_path = resume_path(cfg.ckpt_path, run_dir)
+    if ckpt_path:  # the same data, model and normalisation as the checkpoint's run
+        config = run_config(cfg)
+        check_resume_identity(ckpt_path, config["data"], config["model"])
+    with claim_run_dir(run_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False))):
+        return _train(cfg, run_dir, ckpt_path)
+
+
+def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, Any]:
+    """config -> DataModule, PathClassifier, Trainer (with RunRecord, which publishes) -> fit, test."""
     threads = cpu_threads(cfg)
     if threads:
         torch.set_num_threads(threads)

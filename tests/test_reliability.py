@@ -149,6 +149,8 @@ def test_a_disk_that_fills_during_training_leaves_every_checkpoint_loadable(tmp_
         cfg.paths.output_dir = str(mnt / "run")  # the run dir on the small disk
         for name in ("model_checkpoint", "last_checkpoint", "interrupted_checkpoint"):
             cfg.callbacks[name].dirpath = str(mnt / "run" / "checkpoints")
+        plugins = [p["_target_"] for p in cfg.trainer.plugins]
+        assert plugins == ["pathlab.checkpoint_io.AtomicCheckpointIO"]  # the default trainer's
         with pytest.raises(StorageError) as failed:
             train(cfg)
         message = str(failed.value)
@@ -534,3 +536,97 @@ def test_lightnings_misconfiguration_is_a_config_error():
     assert isinstance(error, ConfigError)
     assert str(error).startswith("You requested to check 0.01 of the `val_dataloader`")
     assert str(error).endswith("(a trainer.* setting; Lightning refused it)")
+
+
+# --- wired into the entry points (train, eval, predict, cli.run_task) ---------------------------
+
+
+def test_settings_are_checked_before_any_data_is_read(compose_cfg, tmp_path):
+    from pathlab.train import train
+
+    cfg = compose_cfg(
+        [
+            *[o for o in TINY_INPROCESS if not o.startswith("data")],
+            f"data.root={tmp_path / 'nowhere'}",  # reading it would be a DataError
+            "data.download=false",
+            "trainer.max_epochs=2.5",
+            "threads=0",
+        ]
+    )
+    with pytest.raises(ConfigError) as refused:
+        train(cfg)
+    assert "trainer.max_epochs=2.5 is not a whole number" in str(refused.value)
+    assert "threads=0 must be >= 1" in str(refused.value)
+
+
+def test_a_second_run_into_a_finished_run_dir_is_refused(compose_cfg):
+    from pathlab.train import train
+
+    cfg = compose_cfg(TINY_INPROCESS)
+    run_dir = Path(cfg.paths.output_dir)
+    (run_dir / "metrics.json").write_text('{"status": "completed", "kept": true}')
+    with pytest.raises(ConfigError, match="already holds a completed run"):
+        train(cfg)
+    assert json.loads((run_dir / "metrics.json").read_text())["kept"] is True
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / LOCK_NAME).exists()
+
+
+def test_train_refuses_to_resume_under_another_size(tiny_checkpoint, compose_cfg):
+    from pathlab.train import train
+
+    cfg = compose_cfg([*TINY_INPROCESS, "data.size=64", f"ckpt_path={tiny_checkpoint}"])
+    with pytest.raises(ConfigError, match="data.size: 28 vs 64"):
+        train(cfg)
+
+
+def test_eval_refuses_a_data_set_of_another_size_or_channel_count(tiny_checkpoint):
+    from dataclasses import replace
+
+    from pathlab.checkpoint import check_same_data, load_trained_model
+    from pathlab.errors import CheckpointError
+
+    trained = load_trained_model(tiny_checkpoint)
+    check_same_data(trained, trained.info)
+    with pytest.raises(CheckpointError) as refused:
+        check_same_data(trained, replace(trained.info, size=64))
+    assert "28 px" in str(refused.value) and "64 px" in str(refused.value)
+    assert "data.size=28" in str(refused.value)
+
+
+def _one_class_val_npz(root: Path) -> Path:
+    from pathlab.data.info import DatasetInfo
+    from pathlab.data.synthetic import synthetic_arrays
+    from tests.conftest import write_npz
+
+    arrays = synthetic_arrays(
+        n_train=200, n_val=60, n_test=60, info=DatasetInfo.create("pathmnist")
+    )
+    arrays["val_labels"][:] = 3  # every val image is LYM
+    return write_npz(root / "pathmnist.npz", **arrays)
+
+
+def test_a_one_class_val_split_is_a_data_problem_not_a_divergence(compose_cfg, tmp_path):
+    from pathlab.train import train
+
+    _one_class_val_npz(tmp_path / "data")
+    data = [f"data.root={tmp_path / 'data'}", "data.download=false", "data.batch_size=50"]
+    cfg = compose_cfg([*[o for o in TINY_INPROCESS if not o.startswith("data")], *data])
+    with pytest.raises(DataError) as failed:
+        train(cfg)
+    message = str(failed.value)
+    assert "diverged" not in message and "the val split holds one class (LYM" in message
+    assert "optimized_metric=val/loss" in message
+
+
+def test_ctrl_c_in_an_entry_point_is_one_line(capsys):
+    from pathlab.cli import run_task
+
+    def task(cfg):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as ended:
+        run_task(task, None)
+    assert ended.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pathlab: error:") and "interrupted (Ctrl-C)" in err
+    assert len(err.splitlines()) == 1
