@@ -396,6 +396,22 @@ def check_trainer(
     return problems, notes
 
 
+# the D4 views each symmetry keeps a label under (pathlab.tta.VIEWS names them)
+VIEWS_KEPT = {"none": {"none"}, "flip": {"none", "flip"}, "d4": {"none", "flip", "rot4", "d4"}}
+
+
+def check_tta(tta: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """A note where the test-time views include some that the data set's symmetry rules out
+    (a mirrored chest X-ray is another patient's anatomy): legal, but rarely what is meant."""
+    views, symmetry = tta.get("views"), data.get("symmetry")
+    if views in (None, "auto") or symmetry not in VIEWS_KEPT or views in VIEWS_KEPT[symmetry]:
+        return []
+    return [
+        f"tta.views={views} averages views that {data.get('flag')}'s symmetry ({symmetry}) rules "
+        f"out: they change what a label means. tta=auto uses only the views it allows."
+    ]
+
+
 def _target(spec: Mapping[str, Any]) -> Any:
     from hydra.utils import get_method
 
@@ -511,6 +527,8 @@ def validate_settings(config: Mapping[str, Any], gpus: int | None = None) -> lis
     if isinstance(config.get("trainer"), Mapping):
         trainer_problems, notes = check_trainer(config["trainer"], gpus)
         problems += trainer_problems
+    if isinstance(config.get("tta"), Mapping) and isinstance(config.get("data"), Mapping):
+        notes += check_tta(config["tta"], config["data"])
     optim, scheduler = config.get("optim"), config.get("scheduler")
     if not problems and isinstance(optim, Mapping) and "_target_" in optim:
         optimizer, optim_problems = build_optimizer(optim)

@@ -235,6 +235,16 @@ def test_gpu_settings_without_a_gpu_are_one_clear_refusal(compose_cfg):
     assert validate_settings(plain(compose_cfg(["experiment=pathmnist_28"])), gpus=1) == []
 
 
+def test_tta_views_that_the_symmetry_rules_out_are_said(compose_cfg):
+    notes = validate_settings(plain(compose_cfg(["data.flag=chestmnist", "tta=d4"])), gpus=0)
+    assert notes == [
+        "tta.views=d4 averages views that chestmnist's symmetry (none) rules out: they change "
+        "what a label means. tta=auto uses only the views it allows."
+    ]
+    assert validate_settings(plain(compose_cfg(["data.flag=octmnist", "tta=flip"])), gpus=0) == []
+    assert validate_settings(plain(compose_cfg(["tta=rot4"])), gpus=0) == []  # PathMNIST: d4
+
+
 def falling_schedule(optimizer, total_steps: int, slope: float = 2.0):
     """A user's schedule that goes below zero half-way (lr x (1 - slope x progress))."""
     return torch.optim.lr_scheduler.LambdaLR(
