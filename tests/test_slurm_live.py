@@ -71,7 +71,7 @@ def partition() -> str:
     up = subprocess.run(["bash", str(UP)], capture_output=True, text=True, timeout=1200)
     if up.returncode in (3, 4):  # not root / cannot install: say why
         pytest.skip(f"SLURM cannot be started here: {up.stderr.strip()}")
-    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]  # up.sh: already up, or now
     rows = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout
     return next(p.rstrip("*") for p in rows.split() if p.endswith("*"))
 

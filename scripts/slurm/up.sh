@@ -19,13 +19,14 @@ CPUS=${PATHLAB_SLURM_CPUS:-2}
 MEM_MB=${PATHLAB_SLURM_MEM_MB:-4096}
 PARTITION=cpu
 HOST=$(hostname -s)
+export PATH=$PATH:/usr/sbin
 
+if sinfo -h -o %T 2>/dev/null | grep -q -E '^(idle|mixed|allocated)'; then
+  echo "slurm up.sh: a cluster is already up:"; sinfo; exit 0
+fi
 if [ "$(id -u)" != 0 ]; then
   echo "slurm up.sh: needs root (it installs packages and starts daemons); run it with sudo" >&2
   exit 3
-fi
-if sinfo -h -o %T 2>/dev/null | grep -q -E '^(idle|mixed|allocated)'; then
-  echo "slurm up.sh: a cluster is already up:"; sinfo; exit 0
 fi
 
 PACKAGES="slurmctld slurmd slurm-client slurmdbd munge mariadb-server"
@@ -42,7 +43,6 @@ if ! command -v slurmctld > /dev/null || ! command -v slurmdbd > /dev/null || ! 
     exit 4
   fi
 fi
-export PATH=$PATH:/usr/sbin
 
 mkdir -p $ROOT/{state,spool,run,log,mysql,mysqlrun} /run/munge /run/mysqld /etc/slurm
 chown munge:munge /run/munge
