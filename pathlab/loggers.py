@@ -75,8 +75,9 @@ NOT_PARAMS = (
     "tags",
     "task_name",
 )
-# Final metrics that mean the same whatever the loss (val/loss would compare focal with CE values)
-RESULT_METRICS = ("val/acc", "val/auc", "val/f1_macro", "test/acc", "test/auc", "test/f1_macro")
+# Final metrics that mean the same whatever the loss (val/loss would compare focal with CE values);
+# TensorBoard's HPARAMS shows the first five by default
+RESULT_METRICS = ("test/acc", "test/auc", "test/f1_macro", "val/acc", "val/auc", "val/f1_macro")
 # Logged per optimiser step; everything else Lightning logs with an epoch is an epoch-level scalar.
 STEP_SCALARS = ("train/loss", "train/lr", "train/lr/*")
 # Epoch curves: TensorBoard's time series opens the first two tag groups (sorted by name), so
@@ -107,6 +108,7 @@ class RunIdentity:
     tags: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     sweep_dir: str | None = None
+    varied: list[str] = field(default_factory=list)  # the swept keys (a single run: its overrides)
 
 
 _ABSENT = object()
@@ -249,6 +251,7 @@ def run_identity(
         tags=tags,
         overrides=list(overrides),
         sweep_dir=sweep_dir,
+        varied=varied,
     )
 
 
@@ -356,15 +359,28 @@ def tensorboard_tag(name: str) -> str:
 # --- figures and the report ----------------------------------------------------------------
 
 
-def figure_panels(fig: Figure, dpi: int = 100) -> list[tuple[str, bytes]]:
+@contextlib.contextmanager
+def _larger_text(fig: Figure, scale: float) -> Iterator[None]:
+    """Every text of the figure `scale` times larger for a while (then as it was)."""
+    from matplotlib.text import Text
+
+    texts = [(t, t.get_fontsize()) for t in fig.findobj(Text)]
+    for text, size in texts:
+        text.set_fontsize(size * scale)
+    try:
+        yield
+    finally:
+        for text, size in texts:
+            text.set_fontsize(size)
+
+
+def figure_panels(fig: Figure, dpi: int = 100, text_scale: float = 1.5) -> list[tuple[str, bytes]]:
     """PNG images of a figure, one per image panel (a matrix with its colour bar: two confusion
     matrices side by side are illegible at TensorBoard's default image size); any other figure
     is one image. Names: '' for one image, else '1', '2', ..."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.transforms import Bbox
 
     canvas = FigureCanvasAgg(fig)
-    renderer = canvas.get_renderer()
     colorbars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
     # panels are the image axes (matrices) of a figure; a plot with a histogram below is one
     panels = [ax for ax in fig.axes if ax.images and ax not in colorbars and ax.get_visible()]
@@ -376,16 +392,25 @@ def figure_panels(fig: Figure, dpi: int = 100) -> list[tuple[str, bytes]]:
 
     if len(panels) <= 1:
         return [("", png())]
-    out = []
-    for i, ax in enumerate(panels, 1):
-        boxes = [ax.get_tightbbox(renderer)]
-        for cb_ax in colorbars:
-            mappable = cb_ax._colorbar.mappable
-            if getattr(mappable, "axes", None) is ax:
-                boxes.append(cb_ax.get_tightbbox(renderer))
-        box = Bbox.union(boxes).transformed(fig.dpi_scale_trans.inverted()).padded(0.08)
-        out.append((str(i), png(box)))
-    return out
+    # a matrix is shown at about half its size beside the others: its numbers and names larger
+    with _larger_text(fig, text_scale):
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        return [
+            (str(i), png(_panel_box(fig, ax, colorbars, renderer)))
+            for i, ax in enumerate(panels, 1)
+        ]
+
+
+def _panel_box(fig: Figure, ax: Any, colorbars: list[Any], renderer: Any) -> Any:
+    """The box (inches) around an axes and its colour bar."""
+    from matplotlib.transforms import Bbox
+
+    boxes = [ax.get_tightbbox(renderer)]
+    for cb_ax in colorbars:
+        if getattr(cb_ax._colorbar.mappable, "axes", None) is ax:
+            boxes.append(cb_ax.get_tightbbox(renderer))
+    return Bbox.union(boxes).transformed(fig.dpi_scale_trans.inverted()).padded(0.08)
 
 
 def report_text(markdown: str, figure_tag: str) -> str:
@@ -462,16 +487,20 @@ def hparams_summaries(identity: RunIdentity) -> tuple[Any, Any]:
         "str": api_pb2.DATA_TYPE_STRING,
         "bool": api_pb2.DATA_TYPE_BOOL,
     }
+    # TensorBoard shows the first five hparams by default, those that differ first: the swept keys
     experiment = api_pb2.Experiment(
         hparam_infos=[
-            api_pb2.HParamInfo(name=k, type=kinds[kind]) for k, kind in identity.schema.items()
+            api_pb2.HParamInfo(name=k, type=kinds[kind], differs=k in identity.varied)
+            for k, kind in identity.schema.items()
         ],
         metric_infos=[
             api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tensorboard_tag(m)), display_name=m)
             for m in RESULT_METRICS
         ],
     )
-    start = SessionStartInfo(start_time_secs=time.time())
+    # the row's name in HPARAMS ("Trial ID"): the run's name, not its path below the logdir,
+    # which begins with the job's folder (runs of one name across logdirs share a row)
+    start = SessionStartInfo(start_time_secs=time.time(), group_name=identity.name)
     for key, value in identity.params.items():
         kind = identity.schema.get(key, "str")
         if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
@@ -565,6 +594,9 @@ def mlflow_store(run_dir: str, sweep_dir: str | None = None) -> Path:
     return sweep if sweep is not None and sweep in run.parents else run
 
 
+EXPERIMENT_KIND = "custom_model_development"
+
+
 class MLflowLogger(RunLogger, _MLFlowLogger):
     """Lightning's MLFlowLogger with the run's name, tags and curated params, epoch steps, and
     the results: test metrics, and the report, figures, tables and config as artifacts.
@@ -609,6 +641,8 @@ class MLflowLogger(RunLogger, _MLFlowLogger):
         # ... and its experiment
         with _file_lock(self.local_store / "mlflow.db.lock"):
             client = super().experiment
+        if rank_zero_only.rank == 0:  # MLflow 3's UI opens an experiment of runs, not of traces
+            client.set_experiment_tag(self._experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
         if self.identity is not None and rank_zero_only.rank == 0:
             from mlflow.entities import Param
 

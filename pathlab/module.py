@@ -218,6 +218,8 @@ class PathClassifier(L.LightningModule):
         self.train_correct.update(correct_count(logits, y, self.info.multi_label))
         self.train_seen.update(y.numel())
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # its epoch mean, to set beside val/loss (the loggers draw it against the epoch)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
         # A NaN loss stops the run where it happens; checked every NAN_CHECK_EVERY steps on a
         # GPU (each check waits for the device), every step on a CPU (free there).
         every = 1 if loss.device.type == "cpu" else NAN_CHECK_EVERY

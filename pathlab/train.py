@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from pathlab.cli import build_model, instantiate_all, run_config, run_task
 from pathlab.config import CONF_DIR
 from pathlab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from pathlab.loggers import name_run
 from pathlab.run_record import RunRecord
 from pathlab.runlock import check_resume_identity, claim_run_dir
 from pathlab.settings import validate_settings
@@ -139,7 +140,10 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, A
         callbacks.append(record)
     record.overrides, record.params = _overrides(), run_config(cfg)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False
+        cfg.trainer,
+        callbacks=callbacks,
+        # the loggers get the run's name and curated hparams before it starts (pathlab.loggers)
+        logger=name_run(instantiate_all(cfg.get("logger")), run_config(cfg)) or False,
     )
 
     log.info("run dir: %s", run_dir)
