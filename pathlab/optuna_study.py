@@ -139,6 +139,15 @@ def counts(trial) -> bool:
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
+def job_objective(run_dir: str | Path) -> float | None:
+    """The optimised metric's best value as the job's metrics.json records it (None if absent)."""
+    try:
+        value = json.loads((Path(run_dir) / "metrics.json").read_text()).get("optimized_value")
+    except (OSError, ValueError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def job_metrics(run_dir: str | Path) -> dict[str, float]:
     """The headline val/test metrics of a job's metrics.json (no per-class ones); {} if none."""
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import threading
 import warnings
@@ -40,7 +41,7 @@ from optuna.trial import TrialState
 
 from pathlab.errors import ConfigError, PathlabError, TrainingInterrupted, find_pathlab_error
 from pathlab.metrics import metric_mode
-from pathlab.optuna_report import PRUNED_AT_EPOCH, job_environment, pruner_spec
+from pathlab.optuna_report import ENV_STORAGE, PRUNED_AT_EPOCH, job_environment, pruner_spec
 from pathlab.optuna_study import (
     DEFAULT_DB,
     ERROR,
@@ -53,6 +54,7 @@ from pathlab.optuna_study import (
     counts,
     fixed_config,
     job_metrics,
+    job_objective,
     open_storage,
     worker_id,
     write_study_file,
@@ -62,6 +64,7 @@ log = logging.getLogger("pathlab.optuna")
 # set_metric_names, heartbeats and fail_stale_trials are still flagged experimental (for years)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 SAMPLERS = ("tpe", "random")
+FIXED_CONFIG = "pathlab:fixed_config"
 
 
 # ---- the search space ------------------------------------------------------------------------
@@ -208,6 +211,8 @@ def record(study, storage, trial, job: JobReturn, metric: str) -> str:
     run_dir = job.hydra_cfg.hydra.runtime.output_dir if job.hydra_cfg is not None else None
     attrs: dict[str, Any] = {RUN_DIR: str(run_dir), **job_metrics(run_dir)} if run_dir else {}
     result = job._return_value  # job.return_value re-raises a failed job's exception
+    if job.status == JobStatus.COMPLETED and result is None and run_dir:
+        result = job_objective(run_dir)  # a task that returns nothing: its metrics.json
     outcome = "COMPLETE"
     if job.status != JobStatus.COMPLETED:
         error = find_pathlab_error(result) or result
@@ -252,9 +257,9 @@ def _other_studies(storage, default_db: bool, sweep_dir: Path, base: str, name: 
         ]
     found = []
     for other_storage, where in summaries:
-        for summary in optuna.get_all_study_summaries(other_storage, include_best_trial=False):
-            if summary.study_name.startswith(base + "-") and summary.study_name != name:
-                found.append((f"{summary.study_name} ({where})", summary.user_attrs))
+        for other in other_storage.get_all_studies():
+            if other.study_name.startswith(base + "-") and other.study_name != name:
+                found.append((f"{other.study_name} ({where})", other.system_attrs))
     return found
 
 
@@ -262,8 +267,9 @@ def open_study(settings: dict, sweep_dir: Path, fixed: list[str], fixed_cfg: dic
     """The study of this fixed config (created, or loaded to resume), its dir and storage URL."""
     name = f"{settings['study_name']}-{config_hash(fixed_cfg)}"
     study_dir = sweep_dir / name
-    default_db = settings.get("storage") in (None, "", "null")
-    url = f"sqlite:///{study_dir / DEFAULT_DB}" if default_db else str(settings["storage"])
+    given = settings.get("storage") or os.environ.get(ENV_STORAGE)  # a URL kept out of configs
+    default_db = given in (None, "", "null")
+    url = f"sqlite:///{study_dir / DEFAULT_DB}" if default_db else str(given)
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(url, int(settings["heartbeat_interval"]))
     metric = settings["metric"]
@@ -276,15 +282,16 @@ def open_study(settings: dict, sweep_dir: Path, fixed: list[str], fixed_cfg: dic
     )
     if new:
         study.set_metric_names([metric])
-        study.set_user_attr("fixed_config", fixed_cfg)
         study.set_user_attr("fixed_overrides", fixed)
+        # the whole fixed config as a system attribute: optuna-dashboard lists user attributes
+        storage.set_study_system_attr(storage.get_study_id_from_name(name), FIXED_CONFIG, fixed_cfg)
         others = _other_studies(storage, default_db, sweep_dir, settings["study_name"], name)
         log.info("Optuna: new study %s in %s", name, url)
         for where, attrs in others[:3]:
             log.info(
                 "Optuna: another fixed config than study %s, so a new study; this one has %s",
                 where,
-                config_difference(fixed_cfg, attrs.get("fixed_config", {})) or "no difference",
+                config_difference(fixed_cfg, attrs.get(FIXED_CONFIG, {})) or "no difference",
             )
     elif study.metric_names != [metric]:
         raise ConfigError(
@@ -418,7 +425,19 @@ def _run(sweeper, arguments: list[str]) -> float | None:
                 raise ConfigError(f"a trial's overrides do not compose: {exc}") from exc
             raise
         for trial, job in zip(batch, returns, strict=True):
-            outcomes.append((trial, record(study, storage, trial, job, settings["metric"])))
+            outcome = record(study, storage, trial, job, settings["metric"])
+            outcomes.append((trial, outcome))
+            frozen = storage.get_trial(trial._trial_id)
+            log.info(
+                "Optuna: trial %d %s: %s=%s%s",
+                trial.number,
+                outcome.lower(),
+                settings["metric"],
+                "n/a" if frozen.value is None else f"{frozen.value:.4f}",
+                f" ({frozen.user_attrs.get(ERROR) or frozen.user_attrs.get(INTERRUPTED)})"
+                if outcome in ("FAIL", "INTERRUPTED")
+                else "",
+            )
         done += len(batch)
         interrupted = [t.number for t, o in outcomes if o == "INTERRUPTED"]
         if interrupted:

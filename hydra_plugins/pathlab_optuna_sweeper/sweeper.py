@@ -26,7 +26,8 @@ class PathlabOptunaSweeperConf:
     _target_: str = "hydra_plugins.pathlab_optuna_sweeper.sweeper.PathlabOptunaSweeper"
     # the study is `<study_name>-<hash of the fixed config>`, in <hydra.sweep.dir>/<that name>/
     study_name: str = "${task_name}"
-    # null: SQLite in the study dir; a database URL (postgresql://...) for workers on several machines
+    # null: $PATHLAB_OPTUNA_STORAGE if set, else SQLite in the study dir; a database URL
+    # (postgresql://...) for workers on several machines
     storage: Any = None
     # the objective: the job's return value, the best epoch's value of this metric
     metric: str = "${optimized_metric}"
