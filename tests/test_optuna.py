@@ -191,6 +191,7 @@ def test_another_fixed_config_starts_another_study(resumed):
     assert len(load(other).trials) == 1 and len(load(resumed.study_dir).trials) == 4
 
 
+@pytest.mark.slow
 def test_failed_and_nan_trials_do_not_stop_the_sweep(tmp_path, cache_dir):
     """A crash (batch size 0) and a divergence (lr 1e30) are FAIL trials with their error;
     the sweep goes on and ends well. Random sampler seed 5 draws all four combinations."""
@@ -243,6 +244,8 @@ def test_search_space_from_params_and_command_line():
     assert space["optim.lr"][1] == optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
     assert space["loss.gamma"][1] == optuna.distributions.FloatDistribution(0.0, 4.0)
     assert space["epochs"][1] == optuna.distributions.IntDistribution(1, 7, step=3)
+    alpha = _impl.search_space({"loss.alpha": "null,balanced"}, [])[0]["loss.alpha"][1]
+    assert alpha == CategoricalDistribution([None, "balanced"])  # choice() cannot hold null
     with pytest.raises(ConfigError, match=r"data.flag=glob\(\*\)"):
         _impl.search_space({}, ["data.flag=glob(*)"])
     for value in ("none", "a b", "1", None, True, 0.1, 1e30, 3):
