@@ -16,7 +16,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -113,17 +112,7 @@ def gradcam(cfg: DictConfig) -> dict[str, Any]:
 
     images = raw[index].numpy().astype(np.float32) / 255.0
     if info.channels == 1:
-        images = np.repeat(images, 3, axis=-1)  # show_cam_on_image takes RGB
-    overlays = (
-        np.stack(
-            [
-                show_cam_on_image(img, m, use_rgb=True) / 255.0
-                for img, m in zip(images, maps, strict=True)
-            ]
-        )
-        if chosen
-        else images
-    )
+        images = np.repeat(images, 3, axis=-1)  # grayscale shown as RGB under the CAM
     rows: list[list] = [[] for _ in names]
     records = []
     for k, (i, c) in enumerate(chosen):
@@ -138,10 +127,13 @@ def gradcam(cfg: DictConfig) -> dict[str, Any]:
                 "predicted": names[pred[i]],
                 "probability": float(probs[i, pred[i]]),
             }
-        rows[c].append((images[k], overlays[k], title))
+        # the CAM itself (drawn over the image on one colour scale) and whether it was right
+        right = bool(pred[i, c]) if info.multi_label else bool(pred[i] == c)
+        rows[c].append((images[k], maps[k], title, right))
         records.append(record)
     per_row = max(1, options.correct_per_class + options.wrong_per_class)
-    save_png(run_dir / "gradcam.png", gradcam_figure(rows, per_row))
+    note = f"Grad-CAM at {layer_name}, upsampled to {info.size}x{info.size} px"
+    save_png(run_dir / "gradcam.png", gradcam_figure(rows, per_row, note=note))
     summary = {
         "checkpoint": str(cfg.ckpt_path),
         "dataset": info.flag,
