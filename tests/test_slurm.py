@@ -41,10 +41,10 @@ def test_job_dirs_put_what_varies_first():
 @pytest.mark.parametrize(
     "trainer, expected",
     [
-        ([], (1, 1, 0)),  # accelerator auto: no GPU asked for
-        (["trainer=cpu", "trainer.devices=2"], (1, 2, 0)),
+        ([], (1, 1, None)),  # accelerator auto: no GPU asked for
+        (["trainer=cpu", "trainer.devices=2"], (1, 2, None)),
         (["trainer=gpu", "trainer.devices=4"], (1, 4, 4)),
-        (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.num_nodes=2"], (2, 2, 0)),
+        (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.num_nodes=2"], (2, 2, None)),
         (["trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=[0,1]"], (1, 2, 2)),
     ],
 )  # fmt: skip

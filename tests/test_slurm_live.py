@@ -169,7 +169,7 @@ def test_a_sweep_of_two_jobs_on_a_cpu_partition(partition, tmp_path, cache_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     (array_id,) = submitted_ids(sweep)
     script = (sweep / ".submitit" / array_id / f"{array_id}_submission.sh").read_text()
-    assert "--cpus-per-task=1" in script and "gpu" not in script  # no GPU for a CPU trainer
+    assert "--cpus-per-task=1" in script and "--gpus" not in script  # no GPU for a CPU trainer
     rows = sacct(array_id)
     assert sorted((r["JobID"], r["State"]) for r in rows) == [
         (f"{array_id}_0", "COMPLETED"),

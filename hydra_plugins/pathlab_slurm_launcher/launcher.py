@@ -50,9 +50,10 @@ def device_count(devices: Any) -> int:
     return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
-def gpus_per_node(accelerator: str, devices: Any) -> int:
-    """GPUs to ask SLURM for: the trainer's devices when it runs on GPUs, else none."""
-    return device_count(devices) if str(accelerator) in ("gpu", "cuda") else 0
+def gpus_per_node(accelerator: str, devices: Any) -> int | None:
+    """GPUs to ask SLURM for: the trainer's devices when it runs on GPUs, else none (null: no
+    `--gpus-per-node` line at all, which a partition without GPU gres also accepts)."""
+    return device_count(devices) if str(accelerator) in ("gpu", "cuda") else None
 
 
 OmegaConf.register_new_resolver("pathlab.slurm_tasks", device_count, replace=True)
