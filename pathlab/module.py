@@ -13,6 +13,7 @@ from torchmetrics import SumMetric
 
 from pathlab.config import group_spec
 from pathlab.data.info import DatasetInfo
+from pathlab.distributed import check_gathered_split
 from pathlab.errors import ConfigError, DataError, TrainingDiverged
 from pathlab.metrics import correct_count, headline_metrics, probabilities
 from pathlab.models.protocol import frozen_norms, parameter_groups, pretrained_normalisation
@@ -251,6 +252,7 @@ class PathClassifier(L.LightningModule):
         if self.trainer.world_size > 1:
             columns = [self.all_gather(c).flatten(0, 1) for c in columns]
         columns = [c.cpu().numpy() for c in columns]
+        check_gathered_split(self.trainer, columns[-1])  # every image once (pathlab/distributed.py)
         _, first = np.unique(columns[-1], return_index=True)  # sorted by index, repeats dropped
         return [c[first] for c in columns]
 

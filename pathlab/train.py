@@ -16,11 +16,13 @@ from omegaconf import DictConfig
 
 from pathlab.cli import build_model, instantiate_all, run_config, run_task
 from pathlab.config import CONF_DIR
+from pathlab.distributed import check_trainer_processes
 from pathlab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from pathlab.loggers import name_run
 from pathlab.run_record import RunRecord
 from pathlab.runlock import check_resume_identity, claim_run_dir
 from pathlab.settings import validate_settings
+from pathlab.slurm import requeue_if_signalled
 
 log = logging.getLogger("pathlab")
 
@@ -146,12 +148,15 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, A
         logger=name_run(instantiate_all(cfg.get("logger")), run_config(cfg)) or False,
     )
 
+    check_trainer_processes(trainer)  # DDP: processes = devices x nodes = SLURM's tasks
     log.info("run dir: %s", run_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except (SystemExit, KeyboardInterrupt):  # SIGTERM (SIGTERMException) or Ctrl-C (exit 1)
         if not trainer.interrupted:
             raise
+        # a signalled SLURM job is requeued and exits here, without a result (pathlab/slurm.py)
+        requeue_if_signalled(trainer.global_rank, str(run_dir / "checkpoints"))
         raise TrainingInterrupted(record.interrupt_message) from None
     if cfg.get("test") and not record.diverged:
         tested = record.tested_checkpoint(trainer)
