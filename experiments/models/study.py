@@ -1,0 +1,97 @@
+"""Every model preset from scratch on the real 1k PathMNIST sample, one fixed budget.
+
+    python experiments/models/study.py run [--seeds 0 1 2] [--models resnet18 vit_tiny ...]
+    python experiments/models/study.py table
+
+The split is the recipe study's: stratified 700/100/200 with split seed 2026. The budget is the
+same for every model: 12 epochs, batch 64, AdamW (lr 1e-3, wd 0.05) + warm-up/cosine, the
+default PathMNIST augmentation (D4, stain jitter, 2-px translation), the last epoch tested with
+D4 TTA, 28 px, the precision pathlab picks for this CPU. Each run is a plain
+`python -m pathlab.train`, timed from process start to exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = Path(os.environ.get("MODELS_DIR", "/tmp/pathlab_models"))
+MODELS = ["resnet18", "resnet50", "densenet121", "efficientnet_b0", "convnext_nano", "vit_tiny"]
+BUDGET = [
+    "trainer.max_epochs=12",
+    "data.batch_size=64",
+    "test_checkpoint=last",
+    "~callbacks.rich_progress_bar",
+]
+
+
+def data_dir() -> Path:
+    sys.path.insert(0, str(HERE.parents[1]))
+    from pathlab.api import real_sample_path
+    from pathlab.data.npz import resplit_npz
+
+    out = ROOT / "data"
+    if not (out / "pathmnist.npz").is_file():
+        resplit_npz(
+            real_sample_path(), out / "pathmnist.npz", {"train": 700, "val": 100, "test": 200},
+            stratify_seed=2026,
+        )
+    return out
+
+
+def run(models: list[str], seeds: list[int]) -> None:
+    data = data_dir()
+    for seed in seeds:
+        for model in models:
+            run_dir = ROOT / f"{model}_seed{seed}"
+            if (run_dir / "metrics.json").is_file():
+                continue
+            command = [
+                sys.executable, "-m", "pathlab.train", f"model={model}", f"data.root={data}",
+                "data.download=false", f"seed={seed}", *BUDGET, f"hydra.run.dir={run_dir}",
+            ]
+            started = time.perf_counter()
+            done = subprocess.run(command, cwd=HERE.parents[1], capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            (ROOT / f"{model}_seed{seed}.log").write_text(done.stdout + done.stderr)
+            if done.returncode == 0:
+                summary = json.loads((run_dir / "metrics.json").read_text())
+                summary["process_wall_s"] = round(wall, 1)
+                (run_dir / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+            print(model, seed, "rc", done.returncode, f"{wall:.0f} s", flush=True)
+
+
+def table() -> None:
+    rows = []
+    for model in MODELS:
+        runs = sorted(ROOT.glob(f"{model}_seed*/metrics.json"))
+        if not runs:
+            continue
+        ms = [json.loads(p.read_text()) for p in runs]
+        walls = [json.loads((p.parent / "wall.json").read_text())["wall_s"] for p in runs]
+        acc = [m["metrics"]["test/acc"] for m in ms]
+        auc = [m["metrics"]["test/auc"] for m in ms]
+        params = ms[0].get("model", {}).get("parameters")
+        mean = sum(acc) / len(acc)
+        sd = (sum((a - mean) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else 0.0
+        rows.append(
+            f"| `{model}` | {params / 1e6:.1f} M | {len(acc)} | {mean:.3f} ± {sd:.3f} | "
+            f"{sum(auc) / len(auc):.4f} | {min(walls):.0f}-{max(walls):.0f} s |"
+        )
+    print("| model | parameters | seeds | test ACC | test AUC | wall |\n|---|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("action", choices=["run", "table"])
+    parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    args = parser.parse_args()
+    run(args.models, args.seeds) if args.action == "run" else table()
