@@ -216,10 +216,16 @@ def trial_rows(study) -> list[dict[str, Any]]:
                 "params": dict(t.params),
                 "metrics": {k: v for k, v in t.user_attrs.items() if k.count("/") == 1},
                 "epochs": len(t.intermediate_values),
+                "last_reported": t.intermediate_values[t.last_step]
+                if t.intermediate_values
+                else None,
                 "run_dir": t.user_attrs.get(RUN_DIR, ""),
                 "note": t.user_attrs.get(ERROR)
                 or t.user_attrs.get(INTERRUPTED)
-                or ("pruned" if t.state == TrialState.PRUNED else ""),
+                or {
+                    TrialState.PRUNED: f"pruned after epoch {t.user_attrs.get('pruned_at_epoch')}",
+                    TrialState.FAIL: "left running by a sweep that was killed (not counted)",
+                }.get(t.state, ""),
             }
         )
     return sorted(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 from rich.table import Table
 
@@ -96,8 +97,14 @@ def history_figure(studies: list[tuple[Any, list[dict]]]) -> Figure:
         best = [pick(values[: i + 1]) for i in range(len(values))]
         (dots,) = ax.plot(numbers, values, "o", label=f"{study.study_name}: trials")
         ax.step(numbers, best, where="post", color=dots.get_color(), label="best so far")
+        pruned = [(r["trial"], r["last_reported"]) for r in rows if r["state"] == "PRUNED"]
+        if pruned and all(v is not None for _, v in pruned):
+            ax.plot(
+                *zip(*pruned, strict=True), "x", color=dots.get_color(), label="pruned (last epoch)"
+            )
     objective = next((s.metric_names[0] for s, _ in studies if s.metric_names), "objective")
     ax.set(xlabel="trial", ylabel=objective, title="Optuna study: objective per trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
