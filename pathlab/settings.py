@@ -281,8 +281,8 @@ def check_schema(config: Mapping[str, Any]) -> list[str]:
         for key, value in _leaves(node):
             if group == "" and "." in key:
                 continue  # the groups' own keys are checked under their group
-            if (group, key) == ("data", "seed") and value == config.get("seed"):
-                continue  # data.seed is ${seed}: said once, as seed
+            if group and key.split(".")[-1] == "seed" and value == config.get("seed"):
+                continue  # data.seed, callbacks.*.seed are ${seed}: said once, as seed
             rule = rule_for(group, key)
             if rule is not None:
                 problem = check_number(f"{group}.{key}" if group else key, value, rule)

@@ -203,6 +203,12 @@ def test_impossible_settings_are_refused_by_kind(compose_cfg, overrides, message
     assert message in str(refused.value)
 
 
+def test_a_bad_seed_is_said_once(compose_cfg):
+    with pytest.raises(ConfigError) as refused:
+        validate_settings(plain(compose_cfg(["seed=-1"])), gpus=0)
+    assert str(refused.value).count("seed=-1") == 1  # not again as data.seed, run_record.seed
+
+
 def test_the_shipped_configs_pass_and_every_number_has_a_rule(compose_cfg):
     """Every option of every group composes to settings that pass, and each of its numbers has a
     rule in the schema: a new numeric option fails here until it gets one."""
