@@ -9,14 +9,16 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 EXPLORE_DATA ?= data=synthetic
 SWEEP_DIR ?= outputs/sweep_demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+CV_DIR ?= outputs/cv_demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: help install demo train test test-fast lint format bench timings sweep ablation recipe explore docs-figures strip-notebooks tensorboard clean
+.PHONY: help install demo train test test-fast lint format bench timings sweep cv ablation recipe explore docs-figures strip-notebooks tensorboard clean
 
 help:
 	@echo "make demo         train + test a short run offline on synthetic data, print the report"
 	@echo "make test         run the test suite"
 	@echo "make train ARGS='model=resnet18 loss=focal'   any training run"
 	@echo "make sweep        a small demo sweep (CE vs focal x 2 seeds, synthetic) and its summary table"
+	@echo "make cv           3-fold cross-validation of the demo run (synthetic) and its summary across folds"
 	@echo "make ablation     experiments/loss_ablation (CE vs focal x TTA x 3 seeds)"
 	@echo "make recipe       experiments/recipe (the CPU recipe's ablation on the real sample, ~2 h)"
 	@echo "make explore      data figures (EXPLORE_DATA=data=pathmnist for the real set)"
@@ -58,6 +60,12 @@ sweep: $(STAMP)
 	$(PY) -m pathlab.train -m experiment=demo data.synthetic.n_train=2000 trainer.max_epochs=3 \
 		loss=ce,focal seed=0,1 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PY) -m pathlab.summarize $(SWEEP_DIR)
+
+# K=3 folds of train+val (cv.fold=0,1,2), one run each, summarised as one group across folds
+cv: $(STAMP)
+	$(PY) -m pathlab.train -m experiment=demo data.synthetic.n_train=1500 trainer.max_epochs=3 \
+		cv.folds=3 cv.fold=0,1,2 calibration=temperature hydra.sweep.dir=$(CV_DIR) $(ARGS)
+	$(PY) -m pathlab.summarize $(CV_DIR)
 
 ablation: $(STAMP)
 	experiments/loss_ablation/run.sh

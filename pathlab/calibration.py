@@ -32,8 +32,9 @@ METHODS = ("none", "temperature")  # config values of `calibration`; multi-label
 def _as_tensors(logits: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     z = torch.as_tensor(np.asarray(logits) if not torch.is_tensor(logits) else logits)
     y = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
-    z = z.detach().to("cpu", torch.float64)
-    y = y.detach().to("cpu")
+    with torch.inference_mode(False):  # plain copies: inference tensors cannot enter autograd
+        z = z.detach().to("cpu", torch.float64).clone()
+        y = y.detach().to("cpu").clone()
     if z.ndim != 2 or len(z) == 0 or len(y) != len(z):
         raise PredictionError(
             f"calibration needs (N, C) logits and N labels of the validation split, got logits "
@@ -45,6 +46,12 @@ def _as_tensors(logits: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _lbfgs(params: list[torch.Tensor], loss_fn, max_iter: int) -> None:
+    # called inside Lightning's test loop too, where inference mode and no_grad are on
+    with torch.inference_mode(False), torch.enable_grad():
+        _minimise(params, loss_fn, max_iter)
+
+
+def _minimise(params: list[torch.Tensor], loss_fn, max_iter: int) -> None:
     optimizer = torch.optim.LBFGS(
         params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9
     )
@@ -64,7 +71,8 @@ def fit_temperature(logits: Any, labels: Any, max_iter: int = 200) -> float:
     Optimised over log T, so T stays positive; T > 1 softens an over-confident model."""
     z, y = _as_tensors(logits, labels)
     y = y.long().ravel()
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    with torch.inference_mode(False):
+        log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     _lbfgs([log_t], lambda: F.cross_entropy(z / log_t.exp(), y), max_iter)
     return float(log_t.detach().exp())
 
@@ -73,8 +81,9 @@ def fit_platt(logits: Any, labels: Any, max_iter: int = 200) -> tuple[list[float
     """Per-label scale a and bias b minimising the NLL of sigmoid(a * logit + b) (multi-label)."""
     z, y = _as_tensors(logits, labels)
     y = y.to(torch.float64).reshape(z.shape)
-    scale = torch.ones(z.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    with torch.inference_mode(False):
+        scale = torch.ones(z.shape[1], dtype=torch.float64, requires_grad=True)
+        bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
     _lbfgs(
         [scale, bias],
         lambda: F.binary_cross_entropy_with_logits(z * scale + bias, y),

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import SumMetric
 
+from pathlab.calibration import scale_logits, uncalibrated_probs
 from pathlab.config import group_spec
 from pathlab.data.info import DatasetInfo
 from pathlab.distributed import check_gathered_split
@@ -129,6 +130,11 @@ class PathClassifier(L.LightningModule):
         self.train_correct, self.train_seen = SumMetric(), SumMetric()
         self.val_history: list[dict[str, float]] = []
         self.predictions: Predictions | None = None
+        # calibration=temperature (pathlab.calibration.TemperatureScaling sets it; checkpoints
+        # carry it): applied where logits become probabilities, in test, eval and the probe
+        self.calibration: dict[str, Any] | None = None
+        self.calibration_summary: dict[str, Any] | None = None
+        self.uncalibrated_probs: np.ndarray | None = None  # the test split's, for the report
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._test_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -193,8 +199,8 @@ class PathClassifier(L.LightningModule):
         return self.__dict__.get("_compiled_net", self.net)(x)
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (softmax, or a sigmoid per label) in float32."""
-        return probabilities(self(x), self.info.multi_label)
+        """Class probabilities (softmax, or a sigmoid per label) in float32, calibrated."""
+        return probabilities(scale_logits(self(x), self.calibration), self.info.multi_label)
 
     def inference(self):
         """The one inference precision of test, eval, predict and export: fp32 (autocast off,
@@ -294,12 +300,14 @@ class PathClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         x, y, index = batch
         views = self.tta.view_probs(self.inference_probs, x)  # (V, N, C); view 0 is the identity
-        self._test_batches.append((views.mean(0), views[0], y, index))
+        before = uncalibrated_probs(views, self.calibration).mean(0)  # the report's before
+        self._test_batches.append((views.mean(0), views[0], before, y, index))
 
     def on_test_epoch_end(self) -> None:
         """One Predictions record of the whole split (every rank sees the same, gathered)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        probs, plain, labels, _ = self._gathered(self._test_batches)
+        probs, plain, before, labels, _ = self._gathered(self._test_batches)
+        self.uncalibrated_probs = before if self.calibration else None
         self.predictions = Predictions(
             info=self.info,
             split=getattr(datamodule, "test_split", "test"),
@@ -314,6 +322,8 @@ class PathClassifier(L.LightningModule):
     # --- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_history"] = self.val_history
+        checkpoint["calibration"] = self.calibration
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_history = list(checkpoint.get("val_history", []))
+        self.calibration = checkpoint.get("calibration")

@@ -178,6 +178,7 @@ class RunRecord(L.Callback):
             last_checkpoint=self.last_checkpoint(),
             tested_checkpoint=tested,
             colour_match=datamodule.colour_match_summary() if datamodule is not None else None,
+            cv=getattr(datamodule, "cv_summary", lambda: None)(),
             resumed_from=self.resumed_from,
             reproduce={
                 "versions": software_versions(),
@@ -199,9 +200,16 @@ class RunRecord(L.Callback):
         else:
             title = f"{self.task_name}: best epoch {summary['best_epoch']} on {self.optimized_metric} tested"
         predictions = module.predictions if tested is not None else None
-        self._write(trainer, summary, predictions, title=title, tested=tested)
+        report = {  # calibration=temperature: before/after in the report (pathlab.calibration)
+            "calibration": getattr(module, "calibration_summary", None),
+            "uncalibrated_probs": getattr(module, "uncalibrated_probs", None),
+            "class_counts": datamodule.class_counts.numpy() if datamodule is not None else None,
+        }
+        self._write(trainer, summary, predictions, title=title, tested=tested, report=report)
 
-    def _write(self, trainer, summary, predictions, title: str, tested: str | None = None) -> None:
+    def _write(
+        self, trainer, summary, predictions, title: str, tested: str | None = None, report=None
+    ) -> None:
         self.summary = summary
         if not trainer.is_global_zero:
             return
@@ -214,6 +222,7 @@ class RunRecord(L.Callback):
             params=self.params,
             details={"checkpoint": tested, "seed": self.seed} if tested else None,
             title=title,
+            **(report or {}),
         )
 
 

@@ -12,8 +12,10 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from pathlab.calibration import METHODS as CALIBRATIONS
+from pathlab.calibration import TemperatureScaling
 from pathlab.cli import build_model, instantiate_all, run_config, run_task
 from pathlab.config import CONF_DIR
 from pathlab.distributed import check_trainer_processes
@@ -58,7 +60,7 @@ KNOWN_KEYS = {
     "data", "model", "loss", "optim", "scheduler", "tta", "trainer", "logger", "callbacks",
     "paths", "task_name", "tags", "seed", "ckpt_path", "optimized_metric", "test", "test_checkpoint",
     "channels_last", "threads", "compile", "hydra", "experiment", "hparams_search",
-    "inference_precision", "overwrite",
+    "inference_precision", "cv", "calibration", "overwrite",
 }  # fmt: skip
 
 
@@ -84,6 +86,11 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(
             f"test_checkpoint={cfg.test_checkpoint} is unknown; use best (the best epoch on "
             "optimized_metric) or last (the final epoch)."
+        )
+    if cfg.get("calibration", "none") not in CALIBRATIONS:
+        problems.append(
+            f"calibration={cfg.calibration} is unknown; use none or temperature (a temperature "
+            "fitted on the validation split; per-label Platt scaling for multi-label sets)."
         )
     try:  # every group's numbers by kind, the optimiser and the schedule's curve (settings.py)
         for note in validate_settings(run_config(cfg)):
@@ -128,7 +135,8 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, A
         torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
+    cv = cfg.get("cv")  # cv.folds=K cv.fold=i: train+val re-partitioned (pathlab.data.folds)
+    datamodule = instantiate(cfg.data, cv=OmegaConf.to_container(cv) if cv else None)
     if not cfg.data.get("download", True) or cfg.data.get("synthetic"):
         datamodule.prepare_data()  # a missing or malformed file is reported before training starts
         datamodule.setup()
@@ -141,6 +149,8 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, A
         )
         callbacks.append(record)
     record.overrides, record.params = _overrides(), run_config(cfg)
+    if cfg.get("calibration", "none") == "temperature":
+        callbacks.append(TemperatureScaling())  # fits on val when the tested weights are loaded
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,

@@ -134,3 +134,39 @@ def test_uncalibrated_probs_are_recovered_from_calibrated_ones():
     calibrated = scale_logits(z, platt).sigmoid()
     assert torch.allclose(uncalibrated_probs(calibrated, platt), z.sigmoid(), atol=1e-5)
     assert uncalibrated_probs(calibrated, None) is calibrated
+
+
+@pytest.mark.slow
+def test_training_run_with_temperature_and_a_fold(tmp_path, cache_dir):
+    """calibration=temperature and cv.folds wired through pathlab.train: the fold and the fit in
+    metrics.json, the temperature in the tested checkpoint, and a module loaded from it applies it."""
+    import json
+
+    from pathlab import api
+    from pathlab.module import PathClassifier
+    from tests.conftest import TINY_RUN
+
+    overrides = ["cv.folds=3", "cv.fold=1", "calibration=temperature", "test_checkpoint=last"]
+    api.train([*TINY_RUN, *overrides], output_dir=tmp_path / "run")
+    stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stored["cv"] == {
+        "folds": 3,
+        "fold": 1,
+        "seed": 0,
+        "level": "image",
+        "train": 320,
+        "val": 160,
+    }
+    cal = stored["calibration"]
+    assert cal["method"] == "temperature" and cal["val_nll_after"] <= cal["val_nll_before"]
+    assert cal["test_ece_after"] == pytest.approx(stored["metrics"]["test/ece"])
+    assert cal["checkpoint"] == stored["tested_checkpoint"]
+    ckpt = torch.load(stored["tested_checkpoint"], map_location="cpu", weights_only=False)
+    assert ckpt["calibration"] == {"method": "temperature", "temperature": cal["temperature"]}
+    model = PathClassifier.load_from_checkpoint(stored["tested_checkpoint"], map_location="cpu")
+    assert model.calibration == ckpt["calibration"]
+    x = torch.randn(4, 3, 28, 28)
+    with torch.no_grad():
+        expected = (model(x) / cal["temperature"]).softmax(-1)
+        assert torch.allclose(model.probs(x), expected, atol=1e-6)
+    assert "## Calibration" in (tmp_path / "run" / "report.md").read_text()

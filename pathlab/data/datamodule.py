@@ -18,6 +18,7 @@ from pathlab.data.colour_match import (
     check_colour_match,
     fit_colour_transport,
 )
+from pathlab.data.folds import cv_spec, cv_summary, kfold_indices, read_groups
 from pathlab.data.info import SYMMETRY_BY_FLAG, DatasetInfo, default_augment
 from pathlab.data.npz import SPLITS, Split, cached_train_colours, class_counts, load_npz
 from pathlab.data.sources import locate_npz, prepare_npz
@@ -142,6 +143,9 @@ class MedMNISTDataModule(L.LightningDataModule):
     (pathlab.data.colour_match; fitted by `fit_test_colours`), "none" leaves them.
     test_split: what the test loader serves (eval on "val" uses it).
     seed: the training order of epoch e is a permutation drawn from (seed, e) alone.
+    cv: {folds: K, fold: i, seed: s} re-partitions train+val into K stratified folds (fold i
+    validates; pathlab.data.folds; grouped by the npz's train_groups/val_groups when it has
+    them); the test split is untouched; the normalisation stays the official train split's.
     device_resident: hold the arrays on the GPU when training there (PathMNIST-28 is 0.3 GB).
     """
 
@@ -172,6 +176,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         test_split: str = "test",
         seed: int = 0,
+        cv: dict[str, Any] | None = None,
     ):
         super().__init__()
         # defaults per data set, as the command line has them (pathlab/data/info.py tables)
@@ -227,6 +232,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.synthetic = dict(synthetic) if synthetic else None
         self.device_resident, self.num_workers = device_resident, num_workers
         self.test_split, self.seed = test_split, seed
+        self.cv = cv_spec(cv)
+        self.cv_grouped = False
         self.splits: dict[str, Split] = {}
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
@@ -265,6 +272,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         if self.normalize_mode == "auto":
             self.normalize_mode = "dataset"
         self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
+        if self.cv:
+            loaded = self._cv_splits(path, loaded)
         for split in SPLITS:
             keep = limit_indices(
                 loaded[split].labels, self.limits[split], self.limit_mode, self.limit_seed
@@ -301,6 +310,34 @@ class MedMNISTDataModule(L.LightningDataModule):
             *(len(self.splits[s]) for s in SPLITS),
             [round(m, 3) for m in self.mean],
             [round(s, 3) for s in self.std],
+        )
+
+    def _cv_splits(self, path: Path, loaded: dict[str, Split]) -> dict[str, Split]:
+        """cv.folds=K cv.fold=i: train+val joined and re-partitioned (test untouched)."""
+        train, val = loaded["train"], loaded["val"]
+        images = torch.cat([train.images, val.images])
+        labels = torch.cat([train.labels, val.labels])
+        groups = read_groups(path)
+        self.cv_grouped = groups is not None
+        cv = self.cv
+        fit, held = kfold_indices(labels.cpu().numpy(), cv["folds"], cv["fold"], cv["seed"], groups)
+        fit, held = torch.from_numpy(fit), torch.from_numpy(held)
+        return {
+            **loaded,
+            "train": Split(images[fit], labels[fit]),
+            "val": Split(images[held], labels[held]),
+        }
+
+    def cv_summary(self) -> dict[str, Any] | None:
+        """The fold this run trained and validated on (metrics.json["cv"]), or None."""
+        if not self.cv:
+            return None
+        self.setup()
+        return cv_summary(
+            **self.cv,
+            n_train=len(self.splits["train"]),
+            n_val=len(self.splits["val"]),
+            grouped=self.cv_grouped,
         )
 
     def follow_weights(self, mean: list[float], std: list[float]) -> None:

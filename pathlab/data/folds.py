@@ -10,12 +10,13 @@ without strata (KFold / GroupKFold): scikit-learn has no multi-label stratificat
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
-from pathlab.errors import ConfigError
+from pathlab.errors import ConfigError, DataError
 
 
 def kfold_indices(
@@ -79,14 +80,50 @@ def kfold_indices(
 
 
 def cv_summary(
-    k: int, fold: int, seed: int, n_train: int, n_val: int, grouped: bool
+    folds: int, fold: int, seed: int, n_train: int, n_val: int, grouped: bool
 ) -> dict[str, Any]:
     """What metrics.json records about the fold a run trained and validated on."""
     return {
-        "folds": k,
+        "folds": folds,
         "fold": fold,
         "seed": seed,
         "level": "group" if grouped else "image",
         "train": n_train,
         "val": n_val,
     }
+
+
+def cv_spec(cv: Any) -> dict[str, int] | None:
+    """The `cv` config ({folds, fold, seed}; folds null: off) as plain ints, checked before any
+    data is read (a class too rare for K folds is found when the labels are)."""
+    if not cv or cv.get("folds") is None:
+        return None
+    spec = {"folds": cv.get("folds"), "fold": cv.get("fold", 0), "seed": cv.get("seed", 0)}
+    for key, value in spec.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise ConfigError(f"cv.{key}={value!r} must be an integer.")
+    if spec["folds"] < 2:
+        raise ConfigError(
+            f"cv.folds={spec['folds']}: K-fold cross-validation needs at least 2 folds."
+        )
+    if not 0 <= spec["fold"] < spec["folds"]:
+        raise ConfigError(
+            f"cv.fold={spec['fold']} is out of range: with cv.folds={spec['folds']} it is "
+            f"0..{spec['folds'] - 1}."
+        )
+    return {k: int(v) for k, v in spec.items()}
+
+
+def read_groups(path: str | Path) -> np.ndarray | None:
+    """train_groups and val_groups of a local npz (a patient or slide ID per image), joined in
+    train+val order; None when the file has neither (image-level folds)."""
+    with np.load(path, allow_pickle=False) as f:
+        present = [k for k in ("train_groups", "val_groups") if k in f.files]
+        if not present:
+            return None
+        if len(present) == 1:
+            raise DataError(
+                f"{path} has {present[0]} but not {'val_groups' if present[0] == 'train_groups' else 'train_groups'}: "
+                "grouped folds need a group per image of both splits."
+            )
+        return np.concatenate([f["train_groups"].reshape(-1), f["val_groups"].reshape(-1)])

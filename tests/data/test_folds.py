@@ -75,3 +75,73 @@ def test_impossible_settings_are_refused():
         kfold_indices(LABELS, 5, 0, groups=np.arange(200) % 4)
     with pytest.raises(ConfigError, match="199 group IDs for 200"):
         kfold_indices(LABELS, 3, 0, groups=np.arange(199))
+
+
+def _datamodule(root, cv):
+    from pathlab.data.datamodule import MedMNISTDataModule
+
+    dm = MedMNISTDataModule(root=str(root), download=False, cv=cv)
+    dm.setup()
+    return dm
+
+
+def _rows(images):
+    return {bytes(row) for row in images.reshape(len(images), -1).numpy()}
+
+
+def test_datamodule_repartitions_train_val_and_leaves_test(tmp_path):
+    from tests.conftest import random_arrays, write_npz
+
+    arrays = random_arrays({"train": 90, "val": 45, "test": 27}, seed=3)
+    write_npz(tmp_path / "pathmnist.npz", **arrays)
+    official = _datamodule(tmp_path, None)
+    folds = [_datamodule(tmp_path, {"folds": 3, "fold": i, "seed": 0}) for i in range(3)]
+    everything = _rows(official.splits["train"].images) | _rows(official.splits["val"].images)
+    vals = [_rows(dm.splits["val"].images) for dm in folds]
+    assert set().union(*vals) == everything and sum(len(v) for v in vals) == 135
+    for dm, val in zip(folds, vals, strict=True):
+        assert len(dm.splits["val"]) == 45 and len(dm.splits["train"]) == 90
+        assert not val & _rows(dm.splits["train"].images)
+        assert np.array_equal(dm.splits["test"].images, official.splits["test"].images)
+        assert dm.mean == official.mean  # normalisation: the official train split's, every fold
+    assert folds[1].cv_summary() == {
+        "folds": 3,
+        "fold": 1,
+        "seed": 0,
+        "level": "image",
+        "train": 90,
+        "val": 45,
+    }
+    assert official.cv_summary() is None
+
+
+def test_datamodule_groups_from_the_npz(tmp_path):
+    from tests.conftest import random_arrays, write_npz
+
+    arrays = random_arrays({"train": 90, "val": 45, "test": 18}, seed=4)
+    groups = np.arange(135) // 5  # 27 patients of 5 images
+    write_npz(
+        tmp_path / "pathmnist.npz", **arrays, train_groups=groups[:90], val_groups=groups[90:]
+    )
+    dm = _datamodule(tmp_path, {"folds": 3, "fold": 0, "seed": 1})
+    assert dm.cv_summary()["level"] == "group"
+    joined = np.concatenate([arrays["train_images"], arrays["val_images"]])
+    group_of = {bytes(img.ravel()): g for img, g in zip(joined, groups, strict=True)}
+    train = {group_of[r] for r in _rows(dm.splits["train"].images)}
+    val = {group_of[r] for r in _rows(dm.splits["val"].images)}
+    assert not train & val
+    write_npz(tmp_path / "one" / "pathmnist.npz", **arrays, train_groups=groups[:90])
+    from pathlab.errors import DataError
+
+    with pytest.raises(DataError, match="train_groups but not val_groups"):
+        _datamodule(tmp_path / "one", {"folds": 3, "fold": 0})
+
+
+def test_cv_config_is_checked_before_any_data():
+    from pathlab.data.datamodule import MedMNISTDataModule
+
+    with pytest.raises(ConfigError, match="cv.fold=3 is out of range"):
+        MedMNISTDataModule(root="/nonexistent", download=False, cv={"folds": 3, "fold": 3})
+    with pytest.raises(ConfigError, match="cv.folds=1"):
+        MedMNISTDataModule(root="/nonexistent", download=False, cv={"folds": 1})
+    assert MedMNISTDataModule(download=False, cv={"folds": None}).cv is None
