@@ -18,9 +18,11 @@ __all__ = [
     "compare",
     "compose_config",
     "demo_data",
+    "embed",
     "evaluate",
     "explore",
     "gradcam",
+    "probe",
     "real_sample_path",
     "train",
 ]
@@ -48,6 +50,18 @@ def gradcam(overrides: Sequence[str] = (), output_dir: str | Path | None = None)
     from pathlab.gradcam import gradcam as run
 
     return run(compose_config("gradcam", overrides, output_dir))
+
+
+def embed(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
+    from pathlab.embed import embed as run
+
+    return run(compose_config("embed", overrides, output_dir))
+
+
+def probe(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
+    from pathlab.probe import run_probe as run
+
+    return run(compose_config("probe", overrides, output_dir))
 
 
 def compare(runs: Sequence[str | Path], out_dir: str | Path = ".", bootstrap: int = 1000) -> dict:

@@ -70,7 +70,7 @@ def test_embed_checkpoint_features_are_the_heads_input(ckpt, embedded):
     torch.testing.assert_close(from_features, logits, atol=1e-4, rtol=1e-4)
     identity = emb.identity
     assert identity["checkpoint"] == str(ckpt.resolve())
-    assert identity["dataset"] == trained.info.to_dict()
+    assert DatasetInfo.from_dict(identity["dataset"]) == trained.info == emb.info
     assert identity["feature_dim"] == trained.net.num_features == emb.dim
     assert identity["normalisation"]["mean"] == pytest.approx(trained.mean)
     assert identity["images"] == {"train": 360, "val": 120, "test": 120}
