@@ -633,6 +633,11 @@ class MLflowLogger(RunLogger, _MLFlowLogger):
             "overrides": " ".join(identity.overrides)[:5000],
             **({"tags": ", ".join(identity.tags)} if identity.tags else {}),
         }
+        if rank_zero_only.rank == 0:  # the run, named and tagged, with its params from the start
+            from mlflow.entities import Param
+
+            params = [Param(k, str(v)) for k, v in identity.params.items()]
+            self.experiment.log_batch(run_id=self.run_id, params=params)
 
     @property
     def experiment(self) -> Any:
@@ -643,11 +648,6 @@ class MLflowLogger(RunLogger, _MLFlowLogger):
             client = super().experiment
         if rank_zero_only.rank == 0:  # MLflow 3's UI opens an experiment of runs, not of traces
             client.set_experiment_tag(self._experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
-        if self.identity is not None and rank_zero_only.rank == 0:
-            from mlflow.entities import Param
-
-            params = [Param(k, str(v)) for k, v in self.identity.params.items()]
-            client.log_batch(run_id=self._run_id, params=params)
         return client
 
     def log_hyperparams(self, params: Any) -> None:
