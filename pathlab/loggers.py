@@ -22,6 +22,7 @@ import fnmatch
 import io
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -641,11 +642,21 @@ class MLflowLogger(RunLogger, _MLFlowLogger):
 
     @property
     def experiment(self) -> Any:
-        if self._initialized or self.local_store is None:
+        if self._initialized:
             return super().experiment
-        # ... and its experiment
-        with _file_lock(self.local_store / "mlflow.db.lock"):
-            client = super().experiment
+        # mlflow.set_tracking_uri (which Lightning calls) exports $MLFLOW_TRACKING_URI: the next
+        # run in this process (a sweep's next job, a notebook's next run) would take it as its own
+        before = os.environ.get("MLFLOW_TRACKING_URI")
+        try:  # the jobs of a sweep share one SQLite store: one at a time creates its experiment
+            with (
+                _file_lock(self.local_store / "mlflow.db.lock") if self.local_store else _no_lock()
+            ):
+                client = super().experiment
+        finally:
+            if before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before
         if rank_zero_only.rank == 0:  # MLflow 3's UI opens an experiment of runs, not of traces
             client.set_experiment_tag(self._experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
         return client

@@ -439,7 +439,7 @@ def to_loggers(
                 and not (logger.identity and logger.identity.sweep_dir)
             )
             if command and not single_tb:
-                console.print(f"{logger.label + ':':<12} {command}")
+                console.print(f"{logger.label + ':':<12} {command}", soft_wrap=True)
         elif published:
             logger.log_metrics(result_scalars(published["scalars"]), step=step)
         logger.finalize("success")
