@@ -33,6 +33,7 @@ from pathlab.checkpoint import load_trained_model, read_checkpoint, with_checkpo
 from pathlab.cli import run_task
 from pathlab.config import CONF_DIR
 from pathlab.data import MedMNISTDataModule
+from pathlab.data.colour_match import check_colour_match
 from pathlab.data.npz import SPLITS
 from pathlab.data.sources import md5sum
 from pathlab.embeddings import (
@@ -121,12 +122,16 @@ def from_checkpoint(cfg: DictConfig, device: torch.device):
 def from_model(cfg: DictConfig, device: torch.device):
     """A network as pathlab.train builds it (model=<preset>, model.pretrained=FILE) and the
     DataModule of the data options, normalised as the weights expect (data.normalize=auto)."""
-    if cfg.colour_match == "set":
+    if (
+        cfg.colour_match != "auto"
+        and check_colour_match(cfg.colour_match, key="colour_match") == "set"
+    ):
         raise ConfigError(
             "colour_match=set needs a trained classifier's class probabilities; with model=... "
             "use colour_match=none (or embed a checkpoint: ckpt_path=FILE)."
         )
     datamodule = instantiate(cfg.data)
+    datamodule.colour_match = "none"  # nothing fits a colour map here (data.colour_match too)
     datamodule.prepare_data()
     datamodule.setup()
     spec = OmegaConf.to_container(cfg.model, resolve=True)

@@ -211,13 +211,18 @@ def run_probe(cfg: DictConfig) -> dict[str, Any]:
     identity, info = embeddings.identity, embeddings.info
     predictions = Predictions(info, "test", embeddings.labels["test"], test_probs)
     name = _model_name(identity)
-    source = identity.get("checkpoint") or identity.get("pretrained") or "random init"
+    # whose weights the frozen backbone has: a trained run's checkpoint, a weights file, or none
+    weights = (
+        f"trained: {identity['checkpoint']}"
+        if identity.get("checkpoint")
+        else identity.get("pretrained") or "random initialisation (no pretrained weights)"
+    )
     param = "C" if head == "linear" else "k"
     head_text = "linear probe" if head == "linear" else "kNN probe"
     protocol = {
         "title": f"{head_text} ({param}={choice[param]}) on {name} features",
         "model": f"{name}, frozen; {head_text} on its {embeddings.dim} pre-logit features",
-        "pretrained": source,
+        "weights": weights,
         "data": info.flag,
         "size": info.size,
         "split_sizes": " / ".join(str(len(embeddings.labels[s])) for s in ("train", "val", "test")),
@@ -237,6 +242,7 @@ def run_probe(cfg: DictConfig) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "embeddings": str(Path(cfg.embeddings).resolve()),
         "probe": choice,
+        "optimized_metric": choice["select"],
         "metrics": dict(choice["val"]),
         "dataset": {
             "flag": info.flag,

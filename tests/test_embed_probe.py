@@ -82,6 +82,18 @@ def test_embed_checkpoint_features_are_the_heads_input(ckpt, embedded):
         np.testing.assert_array_equal(second.features[split], emb.features[split])
 
 
+def test_embed_colour_matches_the_test_split_on_request(ckpt, embedded, tmp_path):
+    """colour_match=set (fast_cpu's): the test split's colours are mapped onto the training
+    colours before embedding, as the run's test saw them; train and val are untouched."""
+    run("embed", [f"ckpt_path={ckpt}", "colour_match=set"], tmp_path)
+    matched, plain = load_embeddings(tmp_path / EMBEDDINGS_FILE), load_embeddings(embedded[0][0])
+    fitted = matched.identity["colour_match"]
+    assert fitted["mode"] == "set" and len(fitted["matrix"]) == 3 and len(fitted["class_mix"]) == 9
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(matched.features[split], plain.features[split])
+    assert not np.allclose(matched.features["test"], plain.features["test"], atol=1e-3)
+
+
 def test_embed_model_preset_with_local_weights(ckpt, embedded, tmp_path, cache_dir):
     """model=resnet18 model.pretrained=<a weights file saved from the trained network>: those
     weights (not a fresh network), normalised as the weights expect (data.normalize=auto)."""
@@ -197,3 +209,5 @@ def test_embed_needs_one_source(tmp_path):
         run("embed", [], tmp_path / "a")
     with pytest.raises(ConfigError, match=r"already gives the network; drop the model="):
         run("embed", [f"ckpt_path={ckpt}", "model=vit_tiny"], tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"colour_match=set needs a trained classifier"):
+        run("embed", ["model=resnet18", "colour_match=set"], tmp_path / "c")
