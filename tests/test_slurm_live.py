@@ -1,7 +1,7 @@
 """SLURM for real: a one-node cluster (scripts/slurm/up.sh) runs a 2-job sweep on its CPU
-partition, a USR2 pre-emption that ends in a completed sweep, a 2-task DDP job of the plain
-sbatch example (pre-empted with USR1) whose predictions equal a one-process eval, and refuses a
-task-count mismatch and a request the partition can never run.
+partition with one job pre-empted by USR2 (the sweep still exits 0), a 2-task DDP job of the
+plain sbatch example (pre-empted with USR1) whose predictions equal a one-process eval, and
+refuses a task-count mismatch and a request the partition can never run.
 
 Skips, saying why, where SLURM cannot be started (not root, no apt-get to install it). Each
 test prints its jobs' `sacct` lines (pytest -s shows them)."""
@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pathlab import slurm
+from pathlab.errors import ConfigError
 from pathlab.summarize import main as summarize_main
-from tests.conftest import REPO, TINY_RUN, run_and_read, run_cli
+from tests.conftest import REPO, TINY_RUN, run_and_read
 
 pytestmark = pytest.mark.slow
 
@@ -138,58 +140,26 @@ def wait_until_done(job_id: str, timeout: float = 600) -> str:
     raise AssertionError(f"SLURM job {job_id} did not end in {timeout} s")
 
 
-def test_a_request_the_partition_can_never_run_is_refused(partition, tmp_path, cache_dir):
-    done = run_cli(
-        "pathlab.train",
-        "-m",
-        *launcher(partition),
-        "hydra.launcher.cpus_per_task=64",
-        *RUN,
-        f"hydra.sweep.dir={tmp_path / 'never'}",
+def test_a_request_the_partition_can_never_run_is_refused(partition):
+    """Against the live `sinfo`: what fits passes, 64 CPUs a node is refused in one line."""
+    nodes = slurm.sinfo_nodes()
+    fits = dict(partition=partition, nodes=1, tasks_per_node=2, cpus_per_task=1, mem_gb=1)
+    slurm.check_request(slurm.Request(**fits, gpus_per_node=0, timeout_min=30), nodes)
+    with pytest.raises(ConfigError) as refused:
+        too_big = {**fits, "cpus_per_task": 64}
+        slurm.check_request(slurm.Request(**too_big, gpus_per_node=0, timeout_min=30), nodes)
+    assert str(refused.value).startswith(
+        f"SLURM partition {partition} can never start this job: 128 CPUs a node"
     )
-    assert done.returncode == 2
-    assert f"pathlab: error: SLURM partition {partition} can never start this job: 64 CPUs" in (
-        done.stderr
-    )
-    assert "lower hydra.launcher.cpus_per_task" in done.stderr
-    assert not (tmp_path / "never" / ".submitit").exists()  # nothing was submitted
+    assert "lower hydra.launcher.cpus_per_task" in str(refused.value)
 
 
-def test_a_sweep_of_two_jobs_on_a_cpu_partition(partition, tmp_path, cache_dir):
+def test_a_sweep_of_two_jobs_one_preempted_with_usr2_exits_0(partition, tmp_path, cache_dir):
+    """A 2-job sweep on the CPU partition (one job per CPU). Job 0 gets USR2 (submitit's
+    time-limit warning, or a pre-empting scheduler) mid-training: it saves, requeues and exits;
+    the requeued job resumes from last.ckpt; the `-m` command waits for it and exits 0; the
+    summary counts 2 runs, none failed."""
     sweep = tmp_path / "sweep"
-    done = run_cli(
-        "pathlab.train",
-        "-m",
-        *launcher(partition),
-        *RUN,
-        "trainer.max_epochs=1",
-        "seed=0,1",
-        f"hydra.sweep.dir={sweep}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (array_id,) = submitted_ids(sweep)
-    script = (sweep / ".submitit" / array_id / f"{array_id}_submission.sh").read_text()
-    assert "--cpus-per-task=1" in script and "--gpus" not in script  # no GPU for a CPU trainer
-    rows = sacct(array_id)
-    assert sorted((r["JobID"], r["State"]) for r in rows) == [
-        (f"{array_id}_0", "COMPLETED"),
-        (f"{array_id}_1", "COMPLETED"),
-    ]
-    jobs = job_dirs(sweep)
-    # what varies first; valid override values as they are (no `=`, no `,`)
-    assert [j.name.split("+")[0] for j in jobs] == ["0_seed-0", "1_seed-1"]
-    assert not any(set("=,") & set(j.name) for j in jobs)
-    for seed, job in enumerate(jobs):
-        summary = json.loads((job / "metrics.json").read_text())
-        assert summary["status"] == "completed" and summary["seed"] == seed
-        assert "ckpt_path=auto" in summary["overrides"]  # the SLURM launchers' default
-
-
-def test_usr2_preemption_requeues_resumes_and_the_sweep_exits_0(partition, tmp_path, cache_dir):
-    """USR2, as submitit's time-limit warning or a pre-empting scheduler sends it, mid-training:
-    the job saves, requeues and exits; the requeued job resumes from last.ckpt; the `-m`
-    command waits for it and exits 0; the summary counts the run once."""
-    sweep = tmp_path / "preempted"
     command = [
         sys.executable,
         "-m",
@@ -199,31 +169,43 @@ def test_usr2_preemption_requeues_resumes_and_the_sweep_exits_0(partition, tmp_p
         *[a for a in RUN if not a.startswith("data.synthetic.n_train")],
         "data.synthetic.n_train=800",
         "trainer.max_epochs=4",
-        "seed=3",
+        "seed=0,1",
         f"hydra.sweep.dir={sweep}",
     ]
     sweep_process = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        last = wait_for(sweep / "0_*" / "checkpoints" / "last.ckpt")  # epoch 0 is done
-        (job_id,) = submitted_ids(sweep)
-        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # during epoch 1
-        output, _ = sweep_process.communicate(timeout=600)
+        last = wait_for(sweep / "0_*" / "checkpoints" / "last.ckpt")  # job 0's epoch 0 is done
+        (array_id,) = submitted_ids(sweep)
+        subprocess.run(["scancel", "--signal=USR2", f"{array_id}_0"], check=True)  # in epoch 1
+        output, _ = sweep_process.communicate(timeout=900)
     finally:
         sweep_process.kill()
     assert sweep_process.returncode == 0, output[-3000:]
-    states = [r["State"] for r in sacct(job_id)]
-    assert states == ["REQUEUED", "COMPLETED"], states  # one requeue, then done
-    job = last.parents[1]
-    summary = json.loads((job / "metrics.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs_trained"] == 4
-    assert summary["resumed_from"] == str(last)
+    states = [(r["JobID"], r["State"]) for r in sacct(array_id)]
+    assert sorted(states) == [
+        (f"{array_id}_0", "COMPLETED"),
+        (f"{array_id}_0", "REQUEUED"),
+        (f"{array_id}_1", "COMPLETED"),
+    ], states
+    script = (sweep / ".submitit" / array_id / f"{array_id}_submission.sh").read_text()
+    assert "--cpus-per-task=1" in script and "--gpus" not in script  # no GPU for a CPU trainer
+    jobs = job_dirs(sweep)
+    # what varies first; valid override values as they are (no `=`, no `,`)
+    assert [j.name.split("+")[0] for j in jobs] == ["0_seed-0", "1_seed-1"]
+    assert not any(set("=,") & set(j.name) for j in jobs)
+    summaries = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    for seed, summary in enumerate(summaries):
+        assert summary["status"] == "completed" and summary["seed"] == seed
+        assert summary["epochs_trained"] == 4
+        assert "ckpt_path=auto" in summary["overrides"]  # the SLURM launchers' default
+    assert summaries[0]["resumed_from"] == str(last) and summaries[1]["resumed_from"] is None
     checkpoints = sorted(p.name for p in last.parent.iterdir())
     assert checkpoints == ["best.ckpt", "interrupted.ckpt", "last.ckpt"]  # no hpc_ckpt_*.ckpt
     assert summarize_main([str(sweep)]) == 0
     rows = (sweep / "summary.csv").read_text().splitlines()[1:]
-    assert len(rows) == 1 and rows[0].split(",")[1:3] == ["1", "0"]  # one run, none failed
+    assert [row.split(",")[1:3] for row in rows] == [["2", "0"]]  # 2 runs, none failed
 
 
 def test_plain_sbatch_ddp_with_usr1_requeue_matches_one_process_eval(
