@@ -128,6 +128,7 @@ def test_a_pending_job_is_reported_then_given_up_on(monkeypatch, caplog, capsys)
     with caplog.at_level(logging.WARNING, logger="pathlab"), pytest.raises(SystemExit) as stop:
         _launcher(pending_report_min=0, pending_limit_min=1e-4)._wait(jobs)
     assert stop.value.code == 2 and all(j.cancelled for j in jobs)
+    assert "SLURM job 7_0 has been PENDING for 0 min (reason: Resources)" in caplog.text
     err = capsys.readouterr().err
     assert "pathlab: error: SLURM job 7_0 was PENDING" in err and "(reason: Resources)" in err
     assert "hydra.launcher.pending_limit_min=0.0001" in err

@@ -161,10 +161,11 @@ class PathlabSlurmLauncher(SlurmLauncher):
         """Until every job is done; a job PENDING for long is reported (or cancelled)."""
         from pathlab.slurm import queue_states
 
-        report_s = 60 * float(self.own.get("pending_report_min") or 10)
+        report = self.own.get("pending_report_min")
+        report_s = 60 * float(10 if report is None else report)
         limit = self.own.get("pending_limit_min")
         limit_s = None if limit is None else 60 * float(limit)
-        poll_s = float(self.own.get("poll_s") or 10)
+        poll_s = float(10 if self.own.get("poll_s") is None else self.own["poll_s"])
         pending_since: dict[str, float] = {}
         reports: dict[str, int] = {}
         while not all(j.done() for j in jobs):
