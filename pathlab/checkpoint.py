@@ -33,6 +33,9 @@ class TrainedModel:
     normalize: str = "dataset"  # data.normalize of the run: dataset stats or per image
     colour_match: str = "none"  # data.colour_match of the run (pathlab.data.colour_match)
     colour_reference: ColourReference | None = None  # the training colours (older runs: None)
+    calibration: dict[str, Any] | None = (
+        None  # calibration=temperature: fitted on val (pathlab.calibration)
+    )
 
     def normalizer(self) -> Normalize:
         """The run's normalisation of float images in [0, 1]."""
@@ -121,6 +124,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
         ColourReference.from_dict(state["colour_reference"])
         if state.get("colour_reference")
         else None,
+        ckpt.get("calibration"),
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pathlab.calibration import scale_logits
 from pathlab.checkpoint import TrainedModel, resolve_colour_match
 from pathlab.data.augment import to_float_nchw
 from pathlab.data.colour_match import ColourTransport, fit_colour_transport
@@ -47,10 +48,13 @@ class DeployedClassifier(nn.Module):
         self.normalize = trained.normalizer()
         self.scale = 255.0 if input_dtype == "uint8" else 1.0
         self.multi_label = trained.info.multi_label
+        # calibration=temperature: the fitted temperature (or per-label Platt) becomes part of
+        # the deployed graph, so ONNX/TorchScript give the calibrated probabilities too
+        self.calibration = trained.calibration
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.normalize(images.float() / self.scale)
-        return probabilities(self.net(x), self.multi_label)
+        return probabilities(scale_logits(self.net(x), self.calibration), self.multi_label)
 
 
 def predict_probs(
@@ -128,6 +132,7 @@ def sidecar(trained: TrainedModel, input_dtype: str, file: str) -> dict[str, Any
         # set: the run matched a whole set's colours to its training colours before predicting
         # (pathlab.data.colour_match); this file does not: pathlab.predict does
         "colour_match": {"mode": trained.colour_match, "embedded": False},
+        "calibration": trained.calibration or {"method": "none"},  # embedded in the graph
         "output": "sigmoid per label" if info.multi_label else "softmax over classes",
         "symmetry": info.symmetry,
         "checkpoint": str(trained.path),

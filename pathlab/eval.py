@@ -85,6 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         channels_last=cfg.get("channels_last", True),
         inference_precision=str(cfg.get("inference_precision", "32")),
     )
+    model.calibration = trained.calibration  # calibration=temperature of the run, as it tested
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False, callbacks=[]
     )
@@ -106,6 +107,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             trainer.loggers,
             details={"checkpoint": str(cfg.ckpt_path)},
             title=f"eval: {Path(cfg.ckpt_path).name} on {cfg.split}",
+            bootstrap=cfg.get("report", {}).get("bootstrap", 1000),
+            bootstrap_seed=cfg.get("report", {}).get("seed", 0),
         )
     return summary
 

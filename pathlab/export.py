@@ -39,6 +39,7 @@ def lightning_probs(trained, images: torch.Tensor, input_dtype: str) -> np.ndarr
         tta=None,
         channels_last=False,
     ).eval()
+    model.calibration = trained.calibration
     x = images.float() / (255.0 if input_dtype == "uint8" else 1.0)
     with torch.no_grad():
         return model.probs(trained.normalizer()(x)).numpy()

@@ -49,6 +49,7 @@ class RunRecord(L.Callback):
     follows fit (the report is published after it); False publishes at the end of fit.
     seed, overrides, command, task_name, params: what the summary records (params: the
     hyper-parameters for the loggers; the command line's config under pathlab.train).
+    bootstrap / bootstrap_seed: resamples of the report's 95% intervals (0: none).
     """
 
     def __init__(
@@ -61,11 +62,15 @@ class RunRecord(L.Callback):
         task_name: str = "train",
         overrides: list[str] | None = None,
         params: dict[str, Any] | None = None,
+        bootstrap: int = 1000,
+        bootstrap_seed: int = 0,
     ):
         self.run_dir = Path(run_dir)
         self.optimized_metric, self.test_checkpoint = optimized_metric, test_checkpoint
         self.expect_test, self.seed, self.task_name = expect_test, seed, task_name
         self.overrides, self.params = list(overrides or []), params
+        self.preset: str | None = None  # experiment=<preset> of the command line (train.py)
+        self.bootstrap, self.bootstrap_seed = bootstrap, bootstrap_seed
         self.started = time.perf_counter()
         self.resumed_from: str | None = None
         self.summary: dict[str, Any] = {}
@@ -205,7 +210,65 @@ class RunRecord(L.Callback):
             "uncalibrated_probs": getattr(module, "uncalibrated_probs", None),
             "class_counts": datamodule.class_counts.numpy() if datamodule is not None else None,
         }
+        report["protocol"] = self.protocol(trainer, module, tested, summary)
+        report.update(bootstrap=self.bootstrap, bootstrap_seed=self.bootstrap_seed)
         self._write(trainer, summary, predictions, title=title, tested=tested, report=report)
+
+    def protocol(self, trainer: L.Trainer, module, tested: str | None, summary) -> dict[str, Any]:
+        """The report's protocol card (and metrics.json["protocol"]): what was run, in words."""
+        hp = module.hparams
+        model_spec, loss_spec = hp.get("model") or {}, hp.get("loss") or {}
+        model_name = model_spec.get("name") or str(model_spec.get("_target_", "")).split(".")[-1]
+        if model_name == "resnet18" and model_spec.get("stem"):
+            model_name += f" ({model_spec['stem']} stem, width {model_spec.get('width')})"
+        loss = str(loss_spec.get("_target_", "none")).split(".")[-1]
+        loss_args = {
+            k: loss_spec[k]
+            for k in ("gamma", "alpha", "weight", "label_smoothing")
+            if loss_spec.get(k) not in (None, 0, 0.0)
+        }
+        if loss_args:
+            loss += " (" + ", ".join(f"{k} {v}" for k, v in loss_args.items()) + ")"
+        datamodule = getattr(trainer, "datamodule", None)
+        splits = getattr(datamodule, "splits", {}) or {}
+        name = tested and Path(str(tested)).name
+        if name == "last.ckpt":
+            checkpoint = f"last epoch ({summary['epochs_trained']}): test_checkpoint=last"
+        elif name:
+            checkpoint = (
+                f"best on {self.optimized_metric} at epoch {summary['best_epoch']} ({name})"
+            )
+        else:
+            checkpoint = "none (validation only)"
+        described = describe(module.net)
+        calibration = getattr(module, "calibration_summary", None) or {}
+        return {
+            "title": f"{self.preset or model_name} + {loss.split(' ')[0]} on {module.info.title}",
+            "model": model_name
+            + (
+                f", finetune {model_spec['finetune']}"
+                if model_spec.get("finetune", "full") != "full"
+                else ""
+            ),
+            "params": described["parameters"],
+            "pretrained": described["pretrained"] or "from scratch",
+            "loss": loss,
+            "data": f"{module.info.flag} ({module.info.task}, {module.info.num_classes} classes)",
+            "size": f"{module.info.size} px (data.size)",
+            "split_sizes": {k: len(v) for k, v in splits.items()},
+            "cv": summary.get("cv"),
+            "epochs": summary["epochs_trained"],
+            "checkpoint": checkpoint,
+            "tta": f"{module.tta.name} ({len(module.tta)} views)",
+            "colour_match": getattr(datamodule, "colour_match", "none"),
+            "calibration": calibration.get("method", "none"),
+            "precision": f"training {trainer.precision}, inference {getattr(module, 'inference_precision', '32')}",
+            "seed": self.seed,
+            "wall_time_s": summary["wall_time_s"],
+            "command": " ".join(["python -m pathlab.train", *self.overrides])
+            if self.overrides
+            else None,
+        }
 
     def _write(
         self, trainer, summary, predictions, title: str, tested: str | None = None, report=None

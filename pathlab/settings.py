@@ -181,6 +181,12 @@ SCHEMA: dict[str, dict[str, Num]] = {
         "*.every_n_epochs": Num(int, 0, null=True, example="1"),
         "*.every_n_train_steps": Num(int, 0, null=True, example="0"),
         "*.seed": Num(int, 0, SEED_MAX, example="42"),
+        "*.bootstrap": Num(int, 0, example="1000"),
+        "*.bootstrap_seed": Num(int, 0, SEED_MAX, example="0"),
+    },
+    "report": {
+        "bootstrap": Num(int, 0, example="1000 (0: no intervals)"),
+        "seed": Num(int, 0, SEED_MAX, example="0"),
     },
     "tta": {
         "max_images": Num(int, 1, null=True, example="4096"),

@@ -29,6 +29,13 @@ from pathlab.slurm import requeue_if_signalled
 log = logging.getLogger("pathlab")
 
 
+def _preset() -> str | None:
+    """experiment=<name> as Hydra chose it (the protocol card's title)."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("experiment")
+
+
 def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
@@ -60,7 +67,7 @@ KNOWN_KEYS = {
     "data", "model", "loss", "optim", "scheduler", "tta", "trainer", "logger", "callbacks",
     "paths", "task_name", "tags", "seed", "ckpt_path", "optimized_metric", "test", "test_checkpoint",
     "channels_last", "threads", "compile", "hydra", "experiment", "hparams_search",
-    "inference_precision", "cv", "calibration", "overwrite",
+    "inference_precision", "cv", "calibration", "overwrite", "report",
 }  # fmt: skip
 
 
@@ -149,6 +156,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, A
         )
         callbacks.append(record)
     record.overrides, record.params = _overrides(), run_config(cfg)
+    record.preset = _preset()
     if cfg.get("calibration", "none") == "temperature":
         callbacks.append(TemperatureScaling())  # fits on val when the tested weights are loaded
     trainer: L.Trainer = instantiate(

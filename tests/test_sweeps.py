@@ -51,7 +51,7 @@ def test_basic_multirun_gives_each_job_its_dir_logs_and_report(tmp_path, cache_d
     ]  # what varies comes first
     for job in jobs:
         assert metrics(job)["status"] == "completed" and (job / "report.md").is_file()
-        assert list((job / "tensorboard").glob("events.out.tfevents.*"))
+        assert list((job / "tensorboard").rglob("events.out.tfevents.*"))
     assert "loss=focal" in metrics(jobs[1])["overrides"]
 
 

@@ -1,0 +1,61 @@
+"""One inference path: the run's test, pathlab.eval, pathlab.predict and the exported ONNX file
+give the same probabilities for the same checkpoint and images (fp32 inference whatever precision
+trained the model), with the run's temperature applied everywhere; the report's protocol card
+names the checkpoint that was tested."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pathlab import api
+from pathlab.checkpoint import load_trained_model
+from pathlab.deploy import export, run_exported
+from tests.conftest import TINY_RUN
+
+
+def test_test_eval_predict_onnx_agree(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    train = api.train(
+        [*TINY_RUN, "tta=none", "calibration=temperature", "test_checkpoint=last"], run_dir
+    )
+    tested = train["tested_checkpoint"]
+    assert tested.endswith("last.ckpt")
+    protocol = json.loads((run_dir / "metrics.json").read_text())["protocol"]
+    assert (
+        protocol["checkpoint"].startswith("last epoch") and "inference 32" in protocol["precision"]
+    )
+    assert protocol["split_sizes"] == {"train": 360, "val": 120, "test": 120}
+    assert "## Protocol" in (run_dir / "report.md").read_text()
+
+    trained = load_trained_model(tested)
+    assert trained.calibration["method"] == "temperature"
+    run_probs = pd.read_csv(run_dir / "predictions.csv").filter(like="prob_").to_numpy()
+
+    data = [a for a in TINY_RUN if a.startswith("data")]
+    evaluated = api.evaluate([f"ckpt_path={tested}", "tta=none", *data], tmp_path / "eval")
+    eval_probs = pd.read_csv(tmp_path / "eval" / "predictions.csv").filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(eval_probs, run_probs, atol=1e-5)
+    assert evaluated["metrics"]["test/acc"] == train["metrics"]["test/acc"]
+
+    npz = json.loads((run_dir / "metrics.json").read_text())["reproduce"]["data_file"]
+    from pathlab.config import compose_config
+    from pathlab.predict import predict
+
+    predict(
+        compose_config(
+            "predict",
+            [f"ckpt_path={tested}", f"input={npz}", "tta=none", f"output={tmp_path / 'p.csv'}"],
+            tmp_path / "predict",
+        )
+    )
+    predicted = pd.read_csv(tmp_path / "p.csv").filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(predicted, run_probs, atol=1e-5)
+
+    images = np.load(npz)["test_images"]
+    files = export(trained, "onnx", tmp_path / "model.onnx")
+    onnx = run_exported(files[0], "onnx", torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+    np.testing.assert_allclose(onnx, run_probs, atol=1e-5)
