@@ -27,6 +27,7 @@ from rich.table import Table
 
 from pathlab.errors import PathlabError
 from pathlab.figures import save_png
+from pathlab.figures import summary_figure as chart
 from pathlab.fileio import atomic_write_text
 from pathlab.metrics import metric_mode
 from pathlab.optuna_study import find_studies
@@ -277,42 +278,12 @@ def summary_markdown(
 
 
 def summary_figure(groups: list[Group], metrics: list[str]) -> Figure:
+    """Bars from 0 (mean over seeds) with each seed's point (pathlab.figures.summary_figure)."""
     shown = [g for g in groups if g.runs]
-    plotted = metrics[:4]
-    fig = Figure(
-        figsize=(max(6, 1.1 * len(shown) * len(plotted) / 2 + 3), 4.5), layout="constrained"
+    values = {m: [list(g.values(m)) for g in shown] for m in metrics[:4]}
+    return chart(
+        [g.name for g in shown], values, ylabel="mean over seeds (bars), each seed (points)"
     )
-    ax = fig.subplots()
-    width = 0.8 / max(1, len(plotted))
-    x = np.arange(len(shown))
-    for i, metric in enumerate(plotted):
-        means = [g.mean(metric) for g in shown]
-        stds = [0 if math.isnan(g.std(metric)) else g.std(metric) for g in shown]
-        ax.bar(
-            x + (i - (len(plotted) - 1) / 2) * width,
-            means,
-            width,
-            yerr=stds,
-            capsize=3,
-            label=metric,
-        )
-    ax.set_xticks(
-        x,
-        [g.name if len(g.name) < 40 else g.name[:37] + "..." for g in shown],
-        rotation=30,
-        ha="right",
-        fontsize=8,
-    )
-    finite = [g.mean(m) for g in shown for m in plotted if not math.isnan(g.mean(m))]
-    low = min(finite) if finite else 0
-    ax.set(
-        ylim=(max(0, low - 0.1), 1.0),
-        ylabel="mean ± std over seeds",
-        title="Runs grouped by configuration",
-    )
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(axis="y", alpha=0.3)
-    return fig
 
 
 def print_table(groups: list[Group], metrics: list[str]) -> None:

@@ -137,7 +137,7 @@ def test_cli_rebuilds_the_report(written, tmp_path, capsys):
     ("content", "message"),
     [
         (None, "does not exist"),
-        ("a,b,c\n1,2,3\n", "expected index, true, pred"),
+        ("a,b,c\n1,2,3\n", "has no probability column"),
         (
             "index,true,pred," + ",".join(f"prob_{c}" for c in EXPECTED_CLASSES) + "\n",
             "no prediction rows",

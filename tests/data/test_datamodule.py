@@ -137,7 +137,8 @@ def test_state_dict_carries_normalisation(synthetic_root):
         "normalize": "dataset",
         "colour_match": "none",
         "colour_reference": dm.colour_reference.to_dict(),
-        "info": PATH.to_dict(),
+        # the class's default symmetry is the command line's for the flag (data/info.py table)
+        "info": {**PATH.to_dict(), "symmetry": "d4"},
     }
     # the training colours: per class, from the train split (300 images, 9 classes)
     assert len(state["colour_reference"]["means"]) == 9
