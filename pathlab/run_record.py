@@ -10,6 +10,7 @@ training, the interrupt record with the command that resumes; when the loss dive
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -141,13 +142,9 @@ class RunRecord(L.Callback):
         last = self.last_checkpoint()
         now = _existing(self.run_dir / "checkpoints" / "interrupted.ckpt")
         keep = [o for o in self.overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
-        resume = " ".join(
-            [
-                "python -m pathlab.train",
-                *keep,
-                "ckpt_path=" + ("last" if last else str(now)),
-                f"hydra.run.dir={self.run_dir}",
-            ]
+        # quoted where a value needs it, so the printed command runs when pasted
+        resume = "python -m pathlab.train " + shlex.join(
+            [*keep, "ckpt_path=" + ("last" if last else str(now)), f"hydra.run.dir={self.run_dir}"]
         )
         summary = self._base(trainer, module, "interrupted")
         summary.update(

@@ -33,11 +33,11 @@ def metrics(job: Path) -> dict:
 
 def test_job_dirname_is_unique_readable_and_safe():
     assert job_dirname(0, "") == "0"
-    assert job_dirname(2, "loss=focal,seed=1") == "2_seed=1,loss=focal"
+    assert job_dirname(2, "loss=focal,seed=1") == "2_seed-1+loss-focal"
     name = job_dirname(
         7, "data.synthetic.n_train=360,data=synthetic,optimized_metric=val/acc,seed=3" + ",x=1" * 40
     )
-    assert name.startswith("7_seed=3,") and "/" not in name and len(name) <= 82
+    assert name.startswith("7_seed-3+") and "/" not in name and len(name) <= 82
 
 
 def test_basic_multirun_gives_each_job_its_dir_logs_and_report(tmp_path, cache_dir):
@@ -45,9 +45,9 @@ def test_basic_multirun_gives_each_job_its_dir_logs_and_report(tmp_path, cache_d
     done = run_cli("pathlab.train", "-m", *SWEEP_RUN, "loss=ce,focal", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = job_dirs(sweep)
-    assert [j.name.split(",")[0] for j in jobs] == [
-        "0_loss=ce",
-        "1_loss=focal",
+    assert [j.name.split("+")[0] for j in jobs] == [
+        "0_loss-ce",
+        "1_loss-focal",
     ]  # what varies comes first
     for job in jobs:
         assert metrics(job)["status"] == "completed" and (job / "report.md").is_file()
@@ -96,10 +96,11 @@ def test_slurm_preset_composes(compose_cfg):
     cfg = compose_cfg(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    # a CPU trainer (the default here) asks for no GPU; modest, documented defaults
     assert (
-        launcher.gpus_per_node == 1
+        launcher.gpus_per_node is None
         and launcher.array_parallelism == 16
-        and launcher.timeout_min == 240
+        and launcher.timeout_min == 60
     )
 
 
@@ -148,6 +149,7 @@ def test_multinode_slurm_config_composes_and_renders_its_sbatch_script(compose_c
         [
             "hydra/launcher=slurm_multinode",
             "trainer=ddp",
+            "trainer.accelerator=gpu",
             "trainer.num_nodes=2",
             "trainer.devices=4",
             "hydra.launcher.partition=gpu",

@@ -4,7 +4,7 @@
     python experiments/models/study.py table
 
 The split is the recipe study's: stratified 700/100/200 with split seed 2026. The budget is the
-same for every model: 12 epochs, batch 64, AdamW (lr 1e-3, wd 0.05) + warm-up/cosine, the
+same for every model: 8 epochs, batch 64, AdamW (lr 1e-3, wd 0.05) + warm-up/cosine, the
 default PathMNIST augmentation (D4, stain jitter, 2-px translation), the last epoch tested with
 D4 TTA, 28 px, the precision pathlab picks for this CPU. Each run is a plain
 `python -m pathlab.train`, timed from process start to exit.
@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = Path(os.environ.get("MODELS_DIR", "/tmp/pathlab_models"))
 MODELS = ["resnet18", "resnet50", "densenet121", "efficientnet_b0", "convnext_nano", "vit_tiny"]
 BUDGET = [
-    "trainer.max_epochs=12",
+    "trainer.max_epochs=8",
     "data.batch_size=64",
     "test_checkpoint=last",
     "~callbacks.rich_progress_bar",

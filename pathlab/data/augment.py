@@ -163,6 +163,13 @@ def brightness_contrast(
 GEOMETRIC = {"d4": random_d4, "flip": random_flip, "none": lambda x, generator=None: x}
 
 
+# BatchAugment's arguments: what spec() saves and extra_repr() shows
+AUGMENT_ARGS = (
+    "symmetry", "stain_jitter", "hue", "saturation", "gamma", "gain", "brightness", "contrast",
+    "translate",
+)  # fmt: skip
+
+
 class BatchAugment(nn.Module):
     """Training augmentation of float (N, C, H, W) batches in [0, 1], before normalisation.
 
@@ -227,18 +234,7 @@ class BatchAugment(nn.Module):
 
     def spec(self) -> dict:
         """The arguments that rebuild this augmentation (saved with the DataModule)."""
-        keys = (
-            "symmetry",
-            "stain_jitter",
-            "hue",
-            "saturation",
-            "gamma",
-            "gain",
-            "brightness",
-            "contrast",
-            "translate",
-        )
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in AUGMENT_ARGS}
 
     def forward(self, x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
         """generator: where the random draws come from (None: torch's global generator)."""
@@ -263,17 +259,7 @@ class BatchAugment(nn.Module):
         return GEOMETRIC[self.symmetry](x, generator)
 
     def extra_repr(self) -> str:
-        names = (
-            "symmetry",
-            "stain_jitter",
-            "hue",
-            "saturation",
-            "gamma",
-            "gain",
-            "brightness",
-            "contrast",
-            "translate",
-        )
+        names = AUGMENT_ARGS
         return ", ".join(f"{k}={getattr(self, k)}" for k in names)
 
 
