@@ -33,7 +33,7 @@ from pathlab.models.protocol import stages as model_stages
 
 def choose_layer(net: nn.Module, name: str, size: int, channels: int = 3) -> tuple[str, nn.Module]:
     """The model's own Grad-CAM layer for "auto" (pathlab.models.gradcam_layer: the last CNN
-    stage whose maps are at least 4x4; a ViT is refused), or any named module of the network."""
+    stage whose maps are at least 8x8; a ViT is refused), or any named conv module of the network."""
     if name == "auto":
         return gradcam_layer(net, size, channels)
     modules = dict(net.named_modules())

@@ -73,10 +73,11 @@ def test_overlay_lines_up_with_the_image(rows, cols):
 
 
 def test_layer_choice_and_examples():
-    assert choose_layer(resnet18(9, stem="cifar", width=4), "auto", 28)[0] == "layer4"  # 28 -> 4x4
-    assert (
-        choose_layer(resnet18(9, stem="imagenet", width=4), "auto", 28)[0] == "layer2"
-    )  # 7 -> 4x4
+    # the last stage with maps of at least 8x8: 28 px -> layer2's 14x14 (layer4's 4x4 is a blob)
+    assert choose_layer(resnet18(9, stem="cifar", width=4), "auto", 28)[0] == "layer2"
+    assert choose_layer(resnet18(9, stem="cifar", width=4), "auto", 64)[0] == "layer4"  # 8x8
+    # the imagenet stem leaves 7x7 at layer1 already: the largest maps there are
+    assert choose_layer(resnet18(9, stem="imagenet", width=4), "auto", 28)[0] == "layer1"
     assert choose_layer(resnet18(9, width=4), "layer3", 28)[0] == "layer3"
     with pytest.raises(ConfigError, match="gradcam.target_layer='fc'"):
         choose_layer(resnet18(9, width=4), "fc", 28)

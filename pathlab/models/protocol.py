@@ -15,6 +15,7 @@ from torch import nn
 from pathlab.errors import ConfigError
 
 FINETUNE = ("full", "linear_probe", "partial")
+STEM_ENTRIES = ("act1", "bn1", "features.norm0")
 
 
 def stages(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -25,19 +26,22 @@ def stages(net: nn.Module) -> list[tuple[str, nn.Module]]:
     entries = info if isinstance(info, list) else info.info
     modules = dict(net.named_modules())
     named = [(e["module"], modules[e["module"]]) for e in entries if e["module"] in modules]
-    # a CNN's first entry is often the stem's activation (reduction 2): not a stage to train
-    if len(named) > 1 and entries[0].get("reduction", 4) <= 2:
-        named = named[1:]
-    return named
+    # timm lists a ResNet's and a DenseNet's stem output first: not a stage to train or explain
+    return [(n, m) for n, m in named if n not in STEM_ENTRIES]
 
 
 def is_transformer(net: nn.Module) -> bool:
     return hasattr(net, "patch_embed") and hasattr(net, "blocks")
 
 
+# Grad-CAM's map is as coarse as its layer: 4x4 maps (layer4 of a cifar-stem ResNet at 28 px)
+# give the same centred blob on most images, 14x14 (layer2) follow tissue structure.
+GRADCAM_MIN_MAP = 8
+
+
 def gradcam_layer(net: nn.Module, size: int, channels: int) -> tuple[str, nn.Module]:
-    """Grad-CAM's target: the last CNN stage whose feature maps are at least 4x4 (else the last).
-    A ViT has no spatial feature map there: refused with one line."""
+    """Grad-CAM's target: the last CNN stage whose feature maps are at least 8x8 (else the stage
+    with the largest maps). A ViT has no spatial feature map there: refused with one line."""
     if is_transformer(net):
         raise ConfigError(
             f"Grad-CAM is not supported for {type(net).__name__} (a vision transformer: its tokens "
@@ -57,7 +61,9 @@ def gradcam_layer(net: nn.Module, size: int, channels: int) -> tuple[str, nn.Mod
     net.train(was_training)
     for hook in hooks:
         hook.remove()
-    return next(((n, m) for n, m in reversed(found) if sizes.get(n, 0) >= 4), found[0])
+    return next(
+        ((n, m) for n, m in reversed(found) if sizes.get(n, 0) >= GRADCAM_MIN_MAP), found[0]
+    )
 
 
 def pooled_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:

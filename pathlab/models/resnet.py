@@ -44,8 +44,15 @@ class MedResNet(ResNet):
 
     @property
     def feature_info(self) -> list[dict]:
+        stem = (
+            1 if isinstance(self.maxpool, nn.Identity) else 4
+        )  # cifar stem: full size into layer1
         return [
-            {"module": f"layer{i}", "num_chs": self.fc.in_features >> (4 - i), "reduction": 2**i}
+            {
+                "module": f"layer{i}",
+                "num_chs": self.fc.in_features >> (4 - i),
+                "reduction": stem * 2 ** (i - 1),
+            }
             for i in range(1, 5)
         ]
 
