@@ -1,12 +1,14 @@
 """`python -m pathlab [ENTRY] [overrides]`: ENTRY is one of pathlab's entry points (train, eval,
-predict, export, explore, gradcam, report, summarize, compare, bench); without one it trains.
+predict, export, explore, gradcam, embed, probe, report, summarize, compare, bench); without one
+it trains.
 `python -m pathlab --help` prints the overview of every entry point (conf/hydra/help/pathlab.yaml)."""
 
 import runpy
 import sys
 
 ENTRY_POINTS = (
-    "train", "eval", "predict", "export", "explore", "gradcam", "report", "summarize", "compare", "bench",
+    "train", "eval", "predict", "export", "explore", "gradcam", "embed", "probe", "report",
+    "summarize", "compare", "bench",
 )  # fmt: skip
 
 

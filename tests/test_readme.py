@@ -26,7 +26,7 @@ from pathlab.config import CONF_DIR
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
-HYDRA_ENTRIES = ("train", "eval", "predict", "export", "explore", "gradcam")
+HYDRA_ENTRIES = ("train", "eval", "predict", "export", "explore", "gradcam", "embed", "probe")
 ARGPARSE_ENTRIES = ("report", "summarize")
 FLAGS = {"-m", "--multirun", "--cfg", "job", "hydra", "--resolve", "--help"}
 # groups whose options each add keys of their own (the keys of every option must be documented)
