@@ -42,8 +42,11 @@ demo: $(STAMP)
 train: $(STAMP)
 	$(PY) -m pathlab.train $(ARGS)
 
+# two pytest workers, a test file per worker at a time (pytest-xdist): most of the suite's time is
+# Python start-up and imports of `python -m pathlab...` subprocesses, which run side by side
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
