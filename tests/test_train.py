@@ -187,7 +187,9 @@ def test_user_errors_exit_with_one_clear_message(
         prepare(root)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "metrics.json").write_text('{"kept": true}')  # a previous result in the same dir
+    # a file of earlier work in the same dir (a finished run's metrics.json is refused before
+    # anything is read: tests/test_reliability.py)
+    (run_dir / "notes.json").write_text('{"kept": true}')
     done = run_cli(
         "pathlab.train", *args, f"data.root={root}", f"hydra.run.dir={run_dir}", timeout=120
     )
@@ -195,7 +197,8 @@ def test_user_errors_exit_with_one_clear_message(
     for text in expected:
         assert text in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) < 15
-    assert json.loads((run_dir / "metrics.json").read_text()) == {"kept": True}  # nothing lost
+    assert json.loads((run_dir / "notes.json").read_text()) == {"kept": True}  # nothing lost
+    assert not (run_dir / "metrics.json").exists()  # a refused run publishes nothing
 
 
 def test_ema_weights_validate_are_saved_and_tested(tmp_path, cache_dir):
