@@ -92,8 +92,6 @@ def load_trained_model(path: str | Path) -> TrainedModel:
     # the model spec PathClassifier saved (older checkpoints: the run config's model group);
     # its weights are in the checkpoint, so no pretrained file is read again
     model_cfg = dict(hparams.get("model") or config["model"], pretrained=None)
-    for key in ("finetune", "train_stages"):
-        model_cfg.pop(key, None)
     if model_cfg.get("num_classes") != info.num_classes:
         raise CheckpointError(
             f"ckpt_path={path}: its model has {model_cfg.get('num_classes')} outputs but its data set "

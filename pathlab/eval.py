@@ -75,17 +75,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = with_checkpoint_normalisation(
         eval_datamodule(cfg, _overrides()), trained, cfg.get("colour_match", "auto")
     )
-    model = PathClassifier(
+    model = PathClassifier.for_inference(
+        trained,
         info=datamodule.info,
-        net=trained.net,
-        loss=None,
-        optim=None,
-        scheduler=None,
         tta=eval_tta(cfg, datamodule, _overrides()),
         channels_last=cfg.get("channels_last", True),
         inference_precision=str(cfg.get("inference_precision", "32")),
     )
-    model.calibration = trained.calibration  # calibration=temperature of the run, as it tested
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False, callbacks=[]
     )

@@ -30,16 +30,7 @@ class ParityError(PathlabError):
 
 def lightning_probs(trained, images: torch.Tensor, input_dtype: str) -> np.ndarray:
     """The reference: PathClassifier on the training run's normalisation, in fp32."""
-    model = PathClassifier(
-        info=trained.info,
-        net=trained.net,
-        loss=None,
-        optim=None,
-        scheduler=None,
-        tta=None,
-        channels_last=False,
-    ).eval()
-    model.calibration = trained.calibration
+    model = PathClassifier.for_inference(trained, channels_last=False).eval()
     x = images.float() / (255.0 if input_dtype == "uint8" else 1.0)
     with torch.no_grad():
         return model.probs(trained.normalizer()(x)).numpy()

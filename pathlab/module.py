@@ -39,12 +39,6 @@ def data_identity(info: DatasetInfo) -> dict[str, Any]:
 INFERENCE_PRECISIONS = ("32", "bf16")
 
 
-def decay_groups(net: nn.Module) -> list[dict[str, Any]]:
-    """Parameter groups with weight decay on conv/linear weights only (none on norms, biases and
-    what the model names in `no_weight_decay()`, e.g. a ViT's position embedding)."""
-    return parameter_groups(net, lr=0.0)
-
-
 def val_split_problem(labels: np.ndarray, info: DatasetInfo, metric: str) -> str:
     """Why `metric` is NaN on a val split whose loss is finite: the labels it holds."""
     if info.multi_label:
@@ -142,6 +136,21 @@ class PathClassifier(L.LightningModule):
     def for_data(cls, datamodule, **kwargs: Any) -> PathClassifier:
         """A classifier for a DataModule's data set: `PathClassifier.for_data(dm, model="vit_tiny")`."""
         return cls(info=datamodule.info, **kwargs)
+
+    @classmethod
+    def for_inference(
+        cls, trained, info: DatasetInfo | None = None, **kwargs: Any
+    ) -> PathClassifier:
+        """A trained network (pathlab.checkpoint.TrainedModel) ready to predict as its run
+        tested it: no loss, optimiser or schedule, and the run's calibration applied.
+        info: the data set evaluated on (default: the checkpoint's); kwargs: tta, channels_last,
+        inference_precision."""
+        model = cls(
+            info=info or trained.info, net=trained.net, loss=None, optim=None, scheduler=None,
+            **{"tta": None, **kwargs},
+        )  # fmt: skip
+        model.calibration = trained.calibration
+        return model
 
     def train(self, mode: bool = True) -> PathClassifier:
         super().train(mode)

@@ -194,7 +194,6 @@ class RunRecord(L.Callback):
             torch_threads=torch.get_num_threads(),
             wall_time_s=round(time.perf_counter() - self.started, 2),
         )
-        self.summary = summary
         if tested is None:
             title = f"{self.task_name}: {status}, validation only"
         elif Path(str(tested)).name == "last.ckpt":

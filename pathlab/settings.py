@@ -73,6 +73,11 @@ POSITIVE_INT = Num(int, 1, example="1")
 
 # The schema: group -> dotted key (inside the group; `*` matches any one key) -> rule.
 # "" is the top level of conf/train.yaml.
+# loss.weight (CE) and loss.alpha (focal): null, balanced, or one non-negative float per class
+CLASS_WEIGHTS = Num(
+    float, 0, null=True, words=("balanced",), each=True, not_all_zero=True, example="balanced"
+)
+
 SCHEMA: dict[str, dict[str, Num]] = {
     "": {
         "seed": Num(int, 0, SEED_MAX, example="42"),
@@ -123,24 +128,8 @@ SCHEMA: dict[str, dict[str, Num]] = {
         "num_classes": Num(int, 1, example="9"),
         "label_smoothing": Num(float, 0, 1, high_open=True, example="0.1"),
         "gamma": Num(float, 0, example="2.0"),
-        "weight": Num(
-            float,
-            0,
-            null=True,
-            words=("balanced",),
-            each=True,
-            not_all_zero=True,
-            example="balanced",
-        ),
-        "alpha": Num(
-            float,
-            0,
-            null=True,
-            words=("balanced",),
-            each=True,
-            not_all_zero=True,
-            example="balanced",
-        ),
+        "weight": CLASS_WEIGHTS,
+        "alpha": CLASS_WEIGHTS,
     },
     "optim": {
         "lr": Num(float, 0, low_open=True, example="0.001"),
