@@ -518,7 +518,7 @@ def print_metrics(
     for name in sorted(metrics, key=lambda k: (not k.startswith("val/"), k)):
         extra = [_interval(ci95.get(name))] if ci95 else []
         table.add_row(name, _fmt(metrics[name]), *extra)
-    console = Console()
+    console = Console(soft_wrap=True)  # paths and commands are never broken across lines
     console.print(table)
     console.print(f"run dir:     {run_dir}")
     if report:

@@ -27,7 +27,8 @@ def test_gradcam_of_a_trained_model(trained_run, tmp_path):
     assert maps.shape == (len(summary["images"]), 28, 28) and len(maps) > 0
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert (maps.reshape(len(maps), -1).std(1) > 0).mean() > 0.5  # not constant for most images
-    assert summary["target_layer"] == "layer1"  # imagenet stem at 28 px: 7x7 at layer1, the largest maps
+    # imagenet stem at 28 px: 7x7 at layer1, the largest maps
+    assert summary["target_layer"] == "layer1"
     stored = json.loads((tmp_path / "gradcam.json").read_text())
     for name in {img["true"] for img in stored["images"]}:
         rows = [img for img in stored["images"] if img["true"] == name]

@@ -172,7 +172,7 @@ def _bad_labels(root: Path) -> None:
             2,
             ["loss.alpha has 3 values", "9 non-negative floats"],
         ),
-        (["data.batch_size=0"], None, 2, ["data.batch_size=0 is impossible"]),
+        (["data.batch_size=0"], None, 2, ["data.batch_size=0 must be >= 2", "data.batch_size=128"]),
         (["ckpt_path=/no/such/last.ckpt"], None, 2, ["ckpt_path=/no/such/last.ckpt is not a file"]),
         (["model.stem=vgg"], None, 2, ["model.stem='vgg' is unknown"]),
         (["data.batchsize=3"], None, 1, ["Key 'batchsize' is not in struct", "data.batchsize"]),
