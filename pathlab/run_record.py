@@ -74,6 +74,9 @@ class RunRecord(L.Callback):
         self.bootstrap, self.bootstrap_seed = bootstrap, bootstrap_seed
         self.started = time.perf_counter()
         self.resumed_from: str | None = None
+        # the validation history at the end of fit: testing best.ckpt loads that checkpoint's
+        # (shorter) history into the module, which must not become the run's
+        self.fit_history: list[dict[str, float]] | None = None
         self.summary: dict[str, Any] = {}
         self.diverged = False
         self.interrupt_message = ""
@@ -93,7 +96,7 @@ class RunRecord(L.Callback):
         return self.best_checkpoint(trainer) or None
 
     def _base(self, trainer: L.Trainer, module, status: str) -> dict[str, Any]:
-        history = getattr(module, "val_history", [])
+        history = self.history(module)
         best = best_row(history, self.optimized_metric)
         return {
             "status": status,
@@ -109,12 +112,18 @@ class RunRecord(L.Callback):
             "overrides": self.overrides,
         }
 
+    def history(self, module) -> list[dict[str, float]]:
+        if self.fit_history is not None:
+            return self.fit_history
+        return getattr(module, "val_history", [])
+
     # --- hooks ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self.resumed_from = trainer.ckpt_path
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
-        best = best_row(pl_module.val_history, self.optimized_metric)
+        self.fit_history = list(pl_module.val_history)
+        best = best_row(self.fit_history, self.optimized_metric)
         self.diverged = not math.isfinite(best.get(self.optimized_metric, math.nan))
         if self.diverged or not self.expect_test:
             self.publish(trainer, pl_module, tested=None)

@@ -67,3 +67,20 @@ def test_plain_trainer_run_dir_and_reload(synthetic_root, tmp_path, cache_dir):
     )
     assert abs(evaluated["metrics"]["test/acc"] - summary["metrics"]["test/acc"]) < 1e-9
     assert abs(evaluated["metrics"]["test/auc"] - summary["metrics"]["test/auc"]) < 1e-9
+
+
+def test_testing_an_earlier_checkpoint_keeps_the_runs_validation_history(tmp_path):
+    """trainer.test(ckpt_path="best") loads best.ckpt's shorter history into the module; the
+    summary still reports the epochs the run trained."""
+    from types import SimpleNamespace
+
+    from pathlab.run_record import RunRecord
+
+    record = RunRecord(str(tmp_path))
+    history = [{"epoch": 0, "val/auc": 0.9}, {"epoch": 1, "val/auc": 0.8}]
+    module = SimpleNamespace(val_history=history)
+    trainer = SimpleNamespace(current_epoch=2, global_step=10)
+    record.on_fit_end(trainer, module)
+    module.val_history = history[:1]  # what loading best.ckpt (epoch 0) does
+    base = record._base(trainer, module, "completed")
+    assert base["val_last_epoch"] == history[1] and base["best_epoch"] == 0
