@@ -185,11 +185,12 @@ def test_val_loss_is_minimised(tmp_path, cache_dir):
 def test_impossible_settings_stop_before_training(tmp_path, cache_dir, override, message):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "metrics.json").write_text('{"kept": true}')
+    # earlier work in the dir (a finished run's metrics.json is refused first: test_reliability.py)
+    (run_dir / "notes.json").write_text('{"kept": true}')
     done = run_cli("pathlab.train", *TINY_RUN, override, f"hydra.run.dir={run_dir}", timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (run_dir / "checkpoints").exists()
-    assert json.loads((run_dir / "metrics.json").read_text()) == {"kept": True}
+    assert json.loads((run_dir / "notes.json").read_text()) == {"kept": True}
 
 
 def test_an_empty_split_is_a_clear_error(tmp_path):
