@@ -97,6 +97,29 @@ def trained_run(tmp_path_factory, cache_dir):
 EXPECTED_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 
 
+def train_error(overrides: list[str], run_dir: Path) -> str:
+    """What `python -m pathlab.train overrides hydra.run.dir=run_dir` stops with, run in-process:
+    the pathlab error's message (the command line prints it alone, exit 2) or Hydra's refusal to
+    compose, with its cause (exit 1). Anything else is a bug and propagates."""
+    from hydra.errors import HydraException
+
+    from pathlab.errors import find_pathlab_error
+    from pathlab.train import train
+
+    try:
+        train(compose_config("train", overrides, run_dir))
+    except Exception as exc:
+        error = find_pathlab_error(exc)
+        if error is not None:
+            return str(error)
+        if isinstance(exc, HydraException):
+            return f"{exc}\n{exc.__cause__ or ''}"
+        raise
+    finally:
+        GlobalHydra.instance().clear()
+    raise AssertionError(f"pathlab.train {' '.join(overrides)} did not stop")
+
+
 def run_and_read(module: str, run_dir: Path, *overrides: str) -> dict:
     """`python -m <module> overrides... hydra.run.dir=run_dir`; must succeed; its metrics.json."""
     done = run_cli(module, *overrides, f"hydra.run.dir={run_dir}")

@@ -10,7 +10,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY_RUN, random_arrays, run_and_read, run_cli, write_npz
+from tests.conftest import (
+    TINY_RUN,
+    random_arrays,
+    run_and_read,
+    run_cli,
+    train_error,
+    write_npz,
+)
 
 SCALARS = [
     "train/loss",
@@ -154,34 +161,31 @@ def _bad_labels(root: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "prepare", "code", "expected"),
+    ("args", "prepare", "expected"),
     [
         (
             ["data.download=false"],
             lambda r: r.mkdir(),
-            2,
             ["pathmnist.npz is not in data.root", "zenodo.org", "data.root="],
         ),
-        (["data.download=false"], None, 2, ["does not exist", "data.root="]),
-        (["data.download=false"], _garbage, 2, ["not a readable npz file", "download again"]),
-        (["data.download=false"], _bad_labels, 2, ["test_labels holds [12]", "outside 0..8"]),
-        (["loss=focal", "loss.gamma=-1"], None, 2, ["loss.gamma=-1 must be >= 0"]),
+        (["data.download=false"], None, ["does not exist", "data.root="]),
+        (["data.download=false"], _garbage, ["not a readable npz file", "download again"]),
+        (["data.download=false"], _bad_labels, ["test_labels holds [12]", "outside 0..8"]),
+        (["loss=focal", "loss.gamma=-1"], None, ["loss.gamma=-1 must be >= 0"]),
         (
             ["loss=focal", "loss.alpha=[1,2,3]"],
             None,
-            2,
             ["loss.alpha has 3 values", "9 non-negative floats"],
         ),
-        (["data.batch_size=0"], None, 2, ["data.batch_size=0 must be >= 2", "data.batch_size=128"]),
-        (["ckpt_path=/no/such/last.ckpt"], None, 2, ["ckpt_path=/no/such/last.ckpt is not a file"]),
-        (["model.stem=vgg"], None, 2, ["model.stem='vgg' is unknown"]),
-        (["data.batchsize=3"], None, 1, ["Key 'batchsize' is not in struct", "data.batchsize"]),
-        (["loss=hinge"], None, 1, ["Could not find 'loss/hinge'", "focal"]),
+        (["data.batch_size=0"], None, ["data.batch_size=0 must be >= 2", "data.batch_size=128"]),
+        (["ckpt_path=/no/such/last.ckpt"], None, ["ckpt_path=/no/such/last.ckpt is not a file"]),
+        (["model.stem=vgg"], None, ["model.stem='vgg' is unknown"]),
+        (["data.batchsize=3"], None, ["Key 'batchsize' is not in struct", "data.batchsize"]),
+        (["loss=hinge"], None, ["Could not find 'loss/hinge'", "focal"]),
     ],
 )
-def test_user_errors_exit_with_one_clear_message(
-    tmp_path, cache_dir, args, prepare, code, expected
-):
+def test_user_errors_stop_with_one_clear_message(tmp_path, cache_dir, args, prepare, expected):
+    """In-process (the exit code and the one line on stderr: the test below)."""
     root = tmp_path / "data"
     if prepare:
         prepare(root)
@@ -190,15 +194,26 @@ def test_user_errors_exit_with_one_clear_message(
     # a file of earlier work in the same dir (a finished run's metrics.json is refused before
     # anything is read: tests/test_reliability.py)
     (run_dir / "notes.json").write_text('{"kept": true}')
-    done = run_cli(
-        "pathlab.train", *args, f"data.root={root}", f"hydra.run.dir={run_dir}", timeout=120
-    )
-    assert done.returncode == code, done.stderr[-2000:]
+    message = train_error([*args, f"data.root={root}"], run_dir)
     for text in expected:
-        assert text in done.stderr, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) < 15
+        assert text in message, message
     assert json.loads((run_dir / "notes.json").read_text()) == {"kept": True}  # nothing lost
-    assert not (run_dir / "metrics.json").exists()  # a refused run publishes nothing
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_a_user_error_on_the_command_line_is_one_line_and_exit_2(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.json").write_text('{"kept": true}')
+    done = run_cli(
+        "pathlab.train", *TINY_RUN, "data.batch_size=0", f"hydra.run.dir={run_dir}", timeout=120
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith("pathlab: error: data.batch_size=0 must be >= 2"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads((run_dir / "notes.json").read_text()) == {"kept": True}
 
 
 def test_ema_weights_validate_are_saved_and_tested(tmp_path, cache_dir):
