@@ -12,9 +12,10 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pathlab.errors import TrainingDiverged
-from pathlab.slurm import stop_on_requeue_signals
+from pathlab.slurm import stop_on_requeue_signals, stop_requested
 
 
 class SaveOnInterrupt(L.Callback):
@@ -27,6 +28,10 @@ class SaveOnInterrupt(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         # before Lightning's handlers: USR1/USR2 stop as SIGTERM does, and the job is requeued
         stop_on_requeue_signals(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if stop_requested(trainer):  # every DDP rank stops after this batch (pathlab/slurm.py)
+            raise SIGTERMException()
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
         # SystemExit: Lightning's SIGTERMException, or a scheduler's handler calling sys.exit

@@ -3,13 +3,19 @@
 A SLURM job is told to stop by a signal: USR2 (submitit's warning before the time limit, or a
 pre-empting scheduler), USR1 (Lightning's and many sbatch scripts' `--signal=USR1@N`), or SIGTERM
 (`scontrol requeue`, pre-emption, the time limit itself). pathlab treats them alike: training
-stops at the next batch boundary through Lightning's own SIGTERM path (the same batch on every
-DDP rank), `interrupted.ckpt` is written beside the epoch-end `last.ckpt`, and then
+stops at the end of a training batch, `interrupted.ckpt` is written beside the epoch-end
+`last.ckpt`, and then
 `requeue_if_signalled` requeues the job (submitit's requeue, which counts time-outs against
 `hydra.launcher.max_num_timeout`, or `scontrol requeue` in a plain sbatch script) and exits
 without a result, so that the requeued job, started with `ckpt_path=auto`, continues from
 `last.ckpt` and its result is the one the sweep sees. Lightning's own SLURM auto-requeue (which
 writes `hpc_ckpt_<n>.ckpt` and resumes from it) never installs its handler: ours is there first.
+
+USR1/USR2 only mark the job; `stop_requested` (called by SaveOnInterrupt at each training batch's
+end) asks every DDP rank whether any was signalled, so all ranks stop after the same batch.
+Re-raising SIGTERM instead (Lightning's path) stops each rank on its own flag and broadcasts from
+inside the signal handler, mid-collective: under load one rank left while the other waited in a
+gloo broadcast, and the job failed instead of being requeued.
 """
 
 from __future__ import annotations
@@ -79,9 +85,15 @@ def _on_requeue_signal(signum: int, frame: FrameType | None) -> None:
         log.warning("got %s outside training: going on", name)
         return
     _Stop.signal = signum
-    log.warning("got %s: stopping at the next batch to be requeued", name)
-    # Lightning's SIGTERM handler stops at the next batch, on every DDP rank at once
-    signal.raise_signal(signal.SIGTERM)
+    log.warning("got %s: stopping after this batch to be requeued", name)
+
+
+def stop_requested(trainer: L.Trainer) -> bool:
+    """Whether any rank got USR1/USR2 during the fit: the same answer on every rank (one
+    all-reduce a batch in a multi-process SLURM job, nothing elsewhere)."""
+    if not _Stop.installed:
+        return False
+    return bool(trainer.strategy.reduce_boolean_decision(_Stop.signal is not None, all=False))
 
 
 def stop_on_requeue_signals(trainer: L.Trainer) -> None:

@@ -209,16 +209,28 @@ def test_usr_signals_stop_a_fit_and_nothing_else(in_slurm, monkeypatch):
 
     from lightning.pytorch.trainer.states import TrainerFn
 
+    class TwoRanks:  # reduce_boolean_decision as DDP answers it, the other rank's flag given
+        def __init__(self, other: bool):
+            self.other = other
+
+        def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+            return (decision and self.other) if all else (decision or self.other)
+
     got = []
     monkeypatch.setattr(slurm._Stop, "signal", None)
-    trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING))
+    monkeypatch.setattr(slurm._Stop, "installed", True)
+    trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING), strategy=TwoRanks(False))
     monkeypatch.setattr(slurm._Stop, "trainer", lambda: trainer)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
     try:
         slurm._on_requeue_signal(signal.SIGUSR2, None)  # testing after the fit: goes on
-        assert got == [] and slurm._Stop.signal is None
+        assert slurm._Stop.signal is None and not slurm.stop_requested(trainer)
         trainer.state.fn = TrainerFn.FITTING
-        slurm._on_requeue_signal(signal.SIGUSR2, None)  # Lightning's SIGTERM stop, then requeue
-        assert got == [signal.SIGTERM] and slurm._Stop.signal == signal.SIGUSR2
+        trainer.strategy = TwoRanks(True)  # the other rank was signalled first: both stop
+        assert slurm.stop_requested(trainer)
+        trainer.strategy = TwoRanks(False)
+        slurm._on_requeue_signal(signal.SIGUSR2, None)  # marks the job; the batch end stops it
+        assert slurm._Stop.signal == signal.SIGUSR2 and slurm.stop_requested(trainer)
+        assert got == []  # no SIGTERM from inside the handler (a collective may be under way)
     finally:
         signal.signal(signal.SIGTERM, previous)
