@@ -2,6 +2,7 @@
 
     python experiments/models/study.py run [--seeds 0 1 2] [--models resnet18 vit_tiny ...]
     python experiments/models/study.py table
+    python experiments/models/study.py probe [--seeds 0]   # linear and kNN on resnet18's features
 
 The split is the recipe study's: stratified 700/100/200 with split seed 2026. The budget is the
 same for every model: 8 epochs, batch 64, AdamW (lr 1e-3, wd 0.05) + warm-up/cosine, the
@@ -67,6 +68,32 @@ def run(models: list[str], seeds: list[int]) -> None:
             print(model, seed, "rc", done.returncode, f"{wall:.0f} s", flush=True)
 
 
+def probe(seed: int) -> None:
+    """Frozen features of the study's trained resnet18 (seed `seed`), then a linear and a kNN
+    head on them (C and k picked on val): the MedMNIST+ protocols, by pathlab.embed and .probe."""
+    source = ROOT / f"resnet18_seed{seed}" / "checkpoints" / "last.ckpt"
+    embed_dir = ROOT / f"embed_resnet18_seed{seed}"
+    steps = [
+        ["pathlab.embed", f"ckpt_path={source}", f"hydra.run.dir={embed_dir}"],
+        *(
+            ["pathlab.probe", f"embeddings={embed_dir / 'embeddings.npz'}", f"head={head}",
+             f"hydra.run.dir={ROOT / f'probe_{head}_resnet18_seed{seed}'}"]
+            for head in ("linear", "knn")
+        ),
+    ]
+    for module, *overrides in steps:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", module, *overrides], cwd=HERE.parents[1], check=True)
+        print(module, f"{time.perf_counter() - started:.0f} s", flush=True)
+    for head in ("linear", "knn"):
+        m = json.loads((ROOT / f"probe_{head}_resnet18_seed{seed}" / "metrics.json").read_text())
+        ci = m.get("ci95", {}).get("test/acc", [float("nan")] * 2)
+        print(
+            f"| {head} probe on resnet18 seed {seed} features | {m['metrics']['test/acc']:.3f} "
+            f"[{ci[0]:.3f}-{ci[1]:.3f}] | {m['metrics']['test/auc']:.4f} |"
+        )
+
+
 def table() -> None:
     rows = []
     for model in MODELS:
@@ -90,8 +117,13 @@ def table() -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("action", choices=["run", "table"])
+    parser.add_argument("action", choices=["run", "table", "probe"])
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     args = parser.parse_args()
-    run(args.models, args.seeds) if args.action == "run" else table()
+    if args.action == "run":
+        run(args.models, args.seeds)
+    elif args.action == "probe":
+        probe(args.seeds[0])
+    else:
+        table()
