@@ -104,36 +104,35 @@ def _edited_checkpoint(run_dir, path, edit):
     [
         (
             lambda run, p: _edited_checkpoint(
-                run, p, lambda c: c["hyper_parameters"]["config"]["model"].update(num_classes=5)
+                run, p, lambda c: c["hyper_parameters"]["model"].update(num_classes=5)
             ),
             "its model has 5 outputs but its data set pathmnist has 9 classes",
         ),
         (
             lambda run, p: _edited_checkpoint(
-                run, p, lambda c: c["hyper_parameters"]["config"]["model"].update(width=16)
+                run, p, lambda c: c["hyper_parameters"]["model"].update(width=16)
             ),
             "weights do not fit its model config",
         ),
         (
             lambda run, p: torch.save({"weights": torch.zeros(3)}, p) or p,
-            "was not written by pathlab.train",
+            "was not written by a PathClassifier",
         ),
         (lambda run, p: p.write_bytes(b"garbage") and p, "is not a readable PyTorch checkpoint"),
         (lambda run, p: p.parent / "missing.ckpt", "is not a file"),
     ],
 )
 def test_eval_bad_checkpoints(trained_run, tmp_path, make, message):
+    """In-process: pathlab.eval's one line for a damaged or foreign checkpoint (cli.run_task
+    prints a PathlabError alone, exit 2: tests/test_train.py)."""
+    from pathlab.api import evaluate
+    from pathlab.errors import CheckpointError
+
     run_dir, _ = trained_run
     ckpt = make(run_dir, tmp_path / "other.ckpt")
-    done = run_cli(
-        "pathlab.eval",
-        f"ckpt_path={ckpt}",
-        *DATA_ARGS,
-        f"hydra.run.dir={tmp_path / 'out'}",
-        timeout=120,
-    )
-    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
+    with pytest.raises(CheckpointError) as refused:
+        evaluate([f"ckpt_path={ckpt}", *DATA_ARGS], tmp_path / "out")
+    assert message in str(refused.value)
 
 
 def test_eval_refuses_a_checkpoint_of_another_data_set(trained_run, tmp_path):

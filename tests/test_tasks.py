@@ -72,7 +72,9 @@ def test_each_task_trains_tests_and_reports_under_its_own_names(tmp_path, flag, 
     assert all(f"~test_per_class/auc/{name}" in logged for name in info.class_names)
     assert "~test_per_class/auc/ADI" not in logged
     report = (run_dir / "report.md").read_text()
-    assert report.startswith(f"# {info.title} test report") and "PathMNIST" not in report
+    title = report.splitlines()[0]  # the protocol card's title: model + loss on the data set
+    assert title.startswith("# resnet18") and title.endswith(f"on {info.title}: test report")
+    assert "PathMNIST" not in report
     assert all(
         f"| {name} | {long} |" in report
         for name, long in zip(info.class_names, info.long_names, strict=True)
