@@ -44,9 +44,12 @@ train: $(STAMP)
 
 # two pytest workers, a test file per worker at a time (pytest-xdist): most of the suite's time is
 # Python start-up and imports of `python -m pathlab...` subprocesses, which run side by side
+# Each worker, and the runs it starts, gets cores / workers torch threads (as joblib's parallel jobs
+# do): more threads than cores leave OpenMP threads spinning while they wait for each other.
 TEST_WORKERS ?= 2
+TEST_THREADS ?= $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)

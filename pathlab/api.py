@@ -82,9 +82,14 @@ def real_sample_path() -> Path:
 
 def demo_data(workdir: str | Path, synthetic_train: int = 1500) -> tuple[list[str], str]:
     """Data overrides for notebooks and studies: the real 1k sample (as 700/100/200) when it is
-    there, else a small synthetic set. Returns the overrides and a one-line description."""
+    there, else a small synthetic set. Returns the overrides and a one-line description.
+    $PATHLAB_DEMO_IMAGES=N: N synthetic training images whatever is there (the notebook tests
+    run every cell quickly with it)."""
     sample = real_sample_path()
-    if sample.is_file():
+    quick = os.environ.get("PATHLAB_DEMO_IMAGES")
+    if quick:
+        synthetic_train = int(quick)
+    elif sample.is_file():
         root = Path(workdir) / "real_1k"
         resplit_npz(sample, root / "pathmnist.npz", {"train": 700, "val": 100, "test": 200})
         return [
