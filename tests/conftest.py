@@ -141,3 +141,10 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first: pytest-xdist (--dist loadfile) hands files to workers in this
+    order, so the long runs start early and the short files fill the gaps at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
