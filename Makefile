@@ -49,7 +49,7 @@ train: $(STAMP)
 TEST_WORKERS ?= 2
 TEST_THREADS ?= $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
 test: $(STAMP)
-	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)

@@ -144,7 +144,9 @@ def run_cli(
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files with slow tests first: pytest-xdist (--dist loadfile) hands files to workers in this
-    order, so the long runs start early and the short files fill the gaps at the end."""
+    """Files with slow tests first: pytest-xdist (make test: --dist loadfile
+    --no-loadscope-reorder) hands files to workers in this order, so the long runs start early
+    and the short files fill the gaps at the end (xdist's own order, most tests first, left the
+    8-minute real-tissue recipe run for last, on one worker while the other idled)."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
