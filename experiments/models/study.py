@@ -40,7 +40,9 @@ def data_dir() -> Path:
     out = ROOT / "data"
     if not (out / "pathmnist.npz").is_file():
         resplit_npz(
-            real_sample_path(), out / "pathmnist.npz", {"train": 700, "val": 100, "test": 200},
+            real_sample_path(),
+            out / "pathmnist.npz",
+            {"train": 700, "val": 100, "test": 200},
             stratify_seed=2026,
         )
     return out
@@ -54,8 +56,15 @@ def run(models: list[str], seeds: list[int]) -> None:
             if (run_dir / "metrics.json").is_file():
                 continue
             command = [
-                sys.executable, "-m", "pathlab.train", f"model={model}", f"data.root={data}",
-                "data.download=false", f"seed={seed}", *BUDGET, f"hydra.run.dir={run_dir}",
+                sys.executable,
+                "-m",
+                "pathlab.train",
+                f"model={model}",
+                f"data.root={data}",
+                "data.download=false",
+                f"seed={seed}",
+                *BUDGET,
+                f"hydra.run.dir={run_dir}",
             ]
             started = time.perf_counter()
             done = subprocess.run(command, cwd=HERE.parents[1], capture_output=True, text=True)
@@ -76,8 +85,12 @@ def probe(seed: int) -> None:
     steps = [
         ["pathlab.embed", f"ckpt_path={source}", f"hydra.run.dir={embed_dir}"],
         *(
-            ["pathlab.probe", f"embeddings={embed_dir / 'embeddings.npz'}", f"head={head}",
-             f"hydra.run.dir={ROOT / f'probe_{head}_resnet18_seed{seed}'}"]
+            [
+                "pathlab.probe",
+                f"embeddings={embed_dir / 'embeddings.npz'}",
+                f"head={head}",
+                f"hydra.run.dir={ROOT / f'probe_{head}_resnet18_seed{seed}'}",
+            ]
             for head in ("linear", "knn")
         ),
     ]
@@ -111,7 +124,9 @@ def table() -> None:
             f"| `{model}` | {params / 1e6:.1f} M | {len(acc)} | {mean:.3f} ± {sd:.3f} | "
             f"{sum(auc) / len(auc):.4f} | {min(walls):.0f}-{max(walls):.0f} s |"
         )
-    print("| model | parameters | seeds | test ACC | test AUC | wall |\n|---|---:|---:|---:|---:|---:|")
+    print(
+        "| model | parameters | seeds | test ACC | test AUC | wall |\n|---|---:|---:|---:|---:|---:|"
+    )
     print("\n".join(rows))
 
 

@@ -32,9 +32,9 @@ FRESH = (7301, 7302, 7303)
 HELDOUT = 7399
 SEEDS = (0, 1, 2)
 PRESETS = ("fast_cpu", "fast_cpu_robust")
-# threads=1: on a CPU shared with other jobs, two OpenMP threads spend most of their time waiting
-# for each other (measured here: 40 CPU-s an epoch instead of 4); not a lever of the recipe
-COMMON = ["data.download=false", "~callbacks.rich_progress_bar", "logger=csv", "threads=1"]
+# torch threads: all cores (runs go one at a time); on a CPU shared with other jobs pass
+# threads=1 through PATHLAB_THREADS, or OpenMP threads spin waiting for each other
+COMMON = ["data.download=false", "~callbacks.rich_progress_bar", "logger=csv"]
 
 
 def out_dir() -> Path:
@@ -64,6 +64,11 @@ def run_one(preset: str, split_seed: int, seed: int) -> None:
         "-m",
         "pathlab.train",
         *COMMON,
+        *(
+            [f"threads={os.environ['PATHLAB_THREADS']}"]
+            if os.environ.get("PATHLAB_THREADS")
+            else []
+        ),
         f"experiment={preset}",
         f"data.root={split_root(split_seed)}",
         f"hydra.run.dir={where}",
@@ -190,12 +195,15 @@ def main() -> None:
     parser.add_argument(
         "--heldout", action="store_true", help="also run / tabulate the held-out split"
     )
+    parser.add_argument("--splits", nargs="*", type=int, help="only these fresh split seeds")
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
     args = parser.parse_args()
     if args.command == "run":
-        splits = [*FRESH, HELDOUT] if args.heldout else FRESH
+        splits = list(FRESH if args.splits is None else args.splits)
+        splits += [HELDOUT] if args.heldout else []
         # seed-major: whatever time allows covers every split (the split is the unit of spread)
         for preset in args.presets:
-            for seed in SEEDS:
+            for seed in args.seeds:
                 for split_seed in splits:
                     run_one(preset, split_seed, seed)
     else:
