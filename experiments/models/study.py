@@ -3,6 +3,7 @@
     python experiments/models/study.py run [--seeds 0 1 2] [--models resnet18 vit_tiny ...]
     python experiments/models/study.py table
     python experiments/models/study.py probe [--seeds 0]   # linear and kNN on resnet18's features
+    python experiments/models/study.py pretrained [--seeds 0]  # resnet18 from that checkpoint
 
 The split is the recipe study's: stratified 700/100/200 with split seed 2026. The budget is the
 same for every model: 8 epochs, batch 64, AdamW (lr 1e-3, wd 0.05) + warm-up/cosine, the
@@ -107,32 +108,72 @@ def probe(seed: int) -> None:
         )
 
 
+def pretrained(seed: int) -> None:
+    """The pretrained-weights path with a local file (nothing can be downloaded here): resnet18
+    started from the study's own resnet18 checkpoint, as linear_probe (head only) and full
+    fine-tuning, on the same split and budget; rows `resnet18<-ckpt (<protocol>)` in the table."""
+    source = ROOT / f"resnet18_seed{seed}" / "checkpoints" / "last.ckpt"
+    for protocol in ("linear_probe", "full"):
+        run_dir = ROOT / f"pretrained_{protocol}_seed{seed}"
+        command = [
+            sys.executable, "-m", "pathlab.train", "model=resnet18", f"model.pretrained={source}",
+            f"model.finetune={protocol}", f"data.root={data_dir()}", "data.download=false",
+            f"seed={seed}", *BUDGET, f"hydra.run.dir={run_dir}",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, cwd=HERE.parents[1], check=True, capture_output=True)
+        wall = time.perf_counter() - started
+        (run_dir / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+        m = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+        print(f"resnet18<-ckpt ({protocol}) seed {seed}: acc {m['test/acc']:.3f} "
+              f"auc {m['test/auc']:.4f} {wall:.0f} s", flush=True)  # fmt: skip
+
+
+def _bench(model: str) -> str:
+    """pathlab's training images/s and its ratio to the raw loop (pathlab.bench), or blanks."""
+    path = ROOT / f"bench_{model}.json"
+    if not path.is_file():
+        return "| - | - |"
+    bench = json.loads(path.read_text())
+    rate = bench["results"]["pathlab"]["images_per_s"]
+    return f"| {rate:.0f} | {bench['ratios']['pathlab_vs_limit']:.2f} |"
+
+
+def _row(label: str, runs: list[Path], bench: str) -> str:
+    ms = [json.loads(p.read_text()) for p in runs]
+    walls = [json.loads((p.parent / "wall.json").read_text())["wall_s"] for p in runs]
+    acc = [m["metrics"]["test/acc"] for m in ms]
+    auc = [m["metrics"]["test/auc"] for m in ms]
+    params = ms[0].get("model", {}).get("parameters")
+    mean = sum(acc) / len(acc)
+    sd = (sum((a - mean) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else 0.0
+    return (
+        f"| {label} | {params / 1e6:.2f} M | {len(acc)} | {mean:.3f} ± {sd:.3f} | "
+        f"{' / '.join(f'{a:.3f}' for a in acc)} | {sum(auc) / len(auc):.4f} | "
+        f"{min(walls):.0f}-{max(walls):.0f} s {bench}"
+    )
+
+
 def table() -> None:
     rows = []
     for model in MODELS:
         runs = sorted(ROOT.glob(f"{model}_seed*/metrics.json"))
-        if not runs:
-            continue
-        ms = [json.loads(p.read_text()) for p in runs]
-        walls = [json.loads((p.parent / "wall.json").read_text())["wall_s"] for p in runs]
-        acc = [m["metrics"]["test/acc"] for m in ms]
-        auc = [m["metrics"]["test/auc"] for m in ms]
-        params = ms[0].get("model", {}).get("parameters")
-        mean = sum(acc) / len(acc)
-        sd = (sum((a - mean) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else 0.0
-        rows.append(
-            f"| `{model}` | {params / 1e6:.1f} M | {len(acc)} | {mean:.3f} ± {sd:.3f} | "
-            f"{sum(auc) / len(auc):.4f} | {min(walls):.0f}-{max(walls):.0f} s |"
-        )
+        if runs:
+            rows.append(_row(f"`{model}`", runs, _bench(model)))
+    for protocol in ("linear_probe", "full"):
+        runs = sorted(ROOT.glob(f"pretrained_{protocol}_seed*/metrics.json"))
+        if runs:
+            rows.append(_row(f"`resnet18` from the seed-0 checkpoint, {protocol}", runs, "| | |"))
     print(
-        "| model | parameters | seeds | test ACC | test AUC | wall |\n|---|---:|---:|---:|---:|---:|"
+        "| model | parameters | seeds | test ACC mean ± sd | per seed | test AUC | wall | "
+        "bench images/s | of the raw loop |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     print("\n".join(rows))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("action", choices=["run", "table", "probe"])
+    parser.add_argument("action", choices=["run", "table", "probe", "pretrained"])
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     args = parser.parse_args()
@@ -140,5 +181,7 @@ if __name__ == "__main__":
         run(args.models, args.seeds)
     elif args.action == "probe":
         probe(args.seeds[0])
+    elif args.action == "pretrained":
+        pretrained(args.seeds[0])
     else:
         table()
