@@ -15,8 +15,23 @@ from pathlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file; a Lightning checkpoint's `net.*` weights (PathClassifier's)."""
+# where a pathlab/Lightning checkpoint keeps the data module's state (pathlab.checkpoint)
+_DATAMODULE_KEYS = ("MedMNISTDataModule", "PathMNISTDataModule")
+
+
+def read_weights(
+    path: str | Path,
+) -> tuple[dict[str, torch.Tensor], tuple[list[float], list[float]] | None]:
+    """Tensors of a weights file, and the input mean/std they were trained with where the file
+    says (a pathlab checkpoint's data module state; None for plain weight files)."""
+    state = _read(path)
+    data = next((state[k] for k in _DATAMODULE_KEYS if isinstance(state.get(k), dict)), {})
+    mean, std = data.get("mean"), data.get("std")
+    normalisation = ([float(m) for m in mean], [float(s) for s in std]) if mean and std else None
+    return read_state_dict(state), normalisation
+
+
+def _read(path: str | Path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(
@@ -34,6 +49,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ConfigError(
             f"model.pretrained={path} is not a readable weights file ({type(exc).__name__}: {exc})."
         ) from None
+    return state if isinstance(state, dict) else {}
+
+
+def read_state_dict(state: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded weights file; a Lightning checkpoint's `net.*` weights."""
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -77,7 +97,8 @@ def load_pretrained(
 ) -> dict:
     """Load the tensors of `path` that fit `net`. A partial match is refused unless strict is
     False; then what was missing (re-initialised) or unexpected is named. Returns the counts."""
-    state = _timm_filter(net, read_state_dict(path))
+    state, normalisation = read_weights(path)
+    state = _timm_filter(net, state)
     _adapt_first_conv(net, state, in_chans)
     own = net.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -97,6 +118,12 @@ def load_pretrained(
             "to load what fits and re-initialise the rest (e.g. a classifier head of another class count)."
         )
     net.load_state_dict(usable, strict=False)
+    if normalisation:  # a pathlab checkpoint: its features expect the inputs its run normalised
+        net.pretrained_cfg = {
+            **(getattr(net, "pretrained_cfg", None) or {}),
+            "mean": normalisation[0],
+            "std": normalisation[1],
+        }
     log.info(
         "model.pretrained=%s: loaded %d of %d tensors%s%s",
         path,

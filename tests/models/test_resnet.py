@@ -55,6 +55,30 @@ def test_pretrained_from_state_dict_and_checkpoint(tmp_path):
         assert net.pathlab_pretrained == str(tmp_path / name)
 
 
+def test_a_pathlab_checkpoint_brings_its_runs_normalisation(tmp_path):
+    """Features learnt on inputs normalised by the run's data statistics expect those, not
+    ImageNet's: data.normalize=auto follows the checkpoint's mean/std (plain weights: ImageNet)."""
+    from pathlab.models import pretrained_normalisation
+
+    source = resnet18(width=8, num_classes=9)
+    stats = {"mean": [0.74, 0.53, 0.71], "std": [0.12, 0.18, 0.13]}
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in source.state_dict().items()},
+            "MedMNISTDataModule": stats,
+        },
+        tmp_path / "run.ckpt",
+    )
+    torch.save(source.state_dict(), tmp_path / "weights.pt")
+    net = resnet18(width=8, num_classes=9, pretrained=str(tmp_path / "run.ckpt"))
+    assert pretrained_normalisation(net, 3) == (stats["mean"], stats["std"])
+    gray = pretrained_normalisation(net, 1)
+    assert gray == ([pytest.approx(sum(stats["mean"]) / 3)], [pytest.approx(sum(stats["std"]) / 3)])
+    plain = resnet18(width=8, num_classes=9, pretrained=str(tmp_path / "weights.pt"))
+    assert pretrained_normalisation(plain, 3) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    assert resnet18(9).pretrained_cfg["mean"] == (0.485, 0.456, 0.406)  # the class default kept
+
+
 def test_bad_values():
     with pytest.raises(ConfigError, match="model.stem='vgg'"):
         resnet18(9, stem="vgg")
