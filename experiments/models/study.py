@@ -147,10 +147,11 @@ def _row(label: str, runs: list[Path], bench: str) -> str:
     params = ms[0].get("model", {}).get("parameters")
     mean = sum(acc) / len(acc)
     sd = (sum((a - mean) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else 0.0
+    spread = f" ± {sd:.3f}" if len(acc) > 1 else ""  # sample sd over seeds; none for one run
+    wall = f"{min(walls):.0f}-{max(walls):.0f}" if len(walls) > 1 else f"{walls[0]:.0f}"
     return (
-        f"| {label} | {params / 1e6:.2f} M | {len(acc)} | {mean:.3f} ± {sd:.3f} | "
-        f"{' / '.join(f'{a:.3f}' for a in acc)} | {sum(auc) / len(auc):.4f} | "
-        f"{min(walls):.0f}-{max(walls):.0f} s {bench}"
+        f"| {label} | {params / 1e6:.2f} M | {len(acc)} | {mean:.3f}{spread} | "
+        f"{' / '.join(f'{a:.3f}' for a in acc)} | {sum(auc) / len(auc):.4f} | {wall} s {bench}"
     )
 
 
