@@ -66,13 +66,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _data_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+def datamodule_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The data module's state in a pathlab/Lightning checkpoint (mean, std, info, ...), or {}."""
     return next((ckpt[k] for k in _DATAMODULE_KEYS if ckpt.get(k)), {})
 
 
 def checkpoint_info(ckpt: dict[str, Any]) -> DatasetInfo:
     """The data set the checkpoint was trained on (older checkpoints: rebuilt from their config)."""
-    state = _data_state(ckpt)
+    state = datamodule_state(ckpt)
     if state.get("info"):
         return DatasetInfo.from_dict(state["info"])
     if ckpt["hyper_parameters"].get("info"):
@@ -109,7 +110,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
             f"the checkpoint's weights do not fit its model config {model_cfg.get('_target_')}: "
             + " ".join(first)
         ) from None
-    state = _data_state(ckpt)
+    state = datamodule_state(ckpt)
     return TrainedModel(
         net.eval(),
         info,

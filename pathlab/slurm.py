@@ -4,11 +4,10 @@ A SLURM job is told to stop by a signal: USR2 (submitit's warning before the tim
 pre-empting scheduler), USR1 (Lightning's and many sbatch scripts' `--signal=USR1@N`), or SIGTERM
 (`scontrol requeue`, pre-emption, the time limit itself). pathlab treats them alike: training
 stops at the end of a training batch, `interrupted.ckpt` is written beside the epoch-end
-`last.ckpt`, and then
-`requeue_if_signalled` requeues the job (submitit's requeue, which counts time-outs against
-`hydra.launcher.max_num_timeout`, or `scontrol requeue` in a plain sbatch script) and exits
-without a result, so that the requeued job, started with `ckpt_path=auto`, continues from
-`last.ckpt` and its result is the one the sweep sees. Lightning's own SLURM auto-requeue (which
+`last.ckpt`, and then `requeue_if_signalled` requeues the job (submitit's requeue, which counts
+time-outs against `hydra.launcher.max_num_timeout`, or `scontrol requeue` in a plain sbatch
+script) and exits without a result, so that the requeued job, started with `ckpt_path=auto`,
+continues from `last.ckpt` and its result is the one the sweep sees. Lightning's own SLURM auto-requeue (which
 writes `hpc_ckpt_<n>.ckpt` and resumes from it) never installs its handler: ours is there first.
 
 USR1/USR2 only mark the job; `stop_requested` (called by SaveOnInterrupt at each training batch's

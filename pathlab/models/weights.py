@@ -15,17 +15,16 @@ from pathlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-# where a pathlab/Lightning checkpoint keeps the data module's state (pathlab.checkpoint)
-_DATAMODULE_KEYS = ("MedMNISTDataModule", "PathMNISTDataModule")
-
-
 def read_weights(
     path: str | Path,
 ) -> tuple[dict[str, torch.Tensor], tuple[list[float], list[float]] | None]:
     """Tensors of a weights file, and the input mean/std they were trained with where the file
     says (a pathlab checkpoint's data module state; None for plain weight files)."""
+    # imported when called: pathlab.models needs no entry-point module at import time
+    from pathlab.checkpoint import datamodule_state
+
     state = _read(path)
-    data = next((state[k] for k in _DATAMODULE_KEYS if isinstance(state.get(k), dict)), {})
+    data = datamodule_state(state)
     mean, std = data.get("mean"), data.get("std")
     normalisation = ([float(m) for m in mean], [float(s) for s in std]) if mean and std else None
     return read_state_dict(state), normalisation
