@@ -15,8 +15,10 @@ D4 TTA, 28 px, the precision pathlab picks for this CPU. Each run is a plain
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +35,9 @@ BUDGET = [
 ]
 
 
+@functools.cache
 def data_dir() -> Path:
+    """The study's split, written once."""
     sys.path.insert(0, str(HERE.parents[1]))
     from pathlab.api import real_sample_path
     from pathlab.data.npz import resplit_npz
@@ -49,33 +53,30 @@ def data_dir() -> Path:
     return out
 
 
+def train(run_dir: Path, seed: int, *overrides: str) -> tuple[int, float]:
+    """`python -m pathlab.train overrides` at the study's budget into run_dir, timed from process
+    start to exit (run_dir/wall.json); its output in <run_dir>.log. Returns (exit code, seconds)."""
+    command = [
+        sys.executable, "-m", "pathlab.train", *overrides, f"data.root={data_dir()}",
+        "data.download=false", f"seed={seed}", *BUDGET, f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=HERE.parents[1], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    (run_dir.parent / f"{run_dir.name}.log").write_text(done.stdout + done.stderr)
+    if done.returncode == 0:
+        (run_dir / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+    return done.returncode, wall
+
+
 def run(models: list[str], seeds: list[int]) -> None:
-    data = data_dir()
     for seed in seeds:
         for model in models:
             run_dir = ROOT / f"{model}_seed{seed}"
             if (run_dir / "metrics.json").is_file():
                 continue
-            command = [
-                sys.executable,
-                "-m",
-                "pathlab.train",
-                f"model={model}",
-                f"data.root={data}",
-                "data.download=false",
-                f"seed={seed}",
-                *BUDGET,
-                f"hydra.run.dir={run_dir}",
-            ]
-            started = time.perf_counter()
-            done = subprocess.run(command, cwd=HERE.parents[1], capture_output=True, text=True)
-            wall = time.perf_counter() - started
-            (ROOT / f"{model}_seed{seed}.log").write_text(done.stdout + done.stderr)
-            if done.returncode == 0:
-                summary = json.loads((run_dir / "metrics.json").read_text())
-                summary["process_wall_s"] = round(wall, 1)
-                (run_dir / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
-            print(model, seed, "rc", done.returncode, f"{wall:.0f} s", flush=True)
+            code, wall = train(run_dir, seed, f"model={model}")
+            print(model, seed, "rc", code, f"{wall:.0f} s", flush=True)
 
 
 def probe(seed: int) -> None:
@@ -115,15 +116,10 @@ def pretrained(seed: int) -> None:
     source = ROOT / f"resnet18_seed{seed}" / "checkpoints" / "last.ckpt"
     for protocol in ("linear_probe", "full"):
         run_dir = ROOT / f"pretrained_{protocol}_seed{seed}"
-        command = [
-            sys.executable, "-m", "pathlab.train", "model=resnet18", f"model.pretrained={source}",
-            f"model.finetune={protocol}", f"data.root={data_dir()}", "data.download=false",
-            f"seed={seed}", *BUDGET, f"hydra.run.dir={run_dir}",
-        ]  # fmt: skip
-        started = time.perf_counter()
-        subprocess.run(command, cwd=HERE.parents[1], check=True, capture_output=True)
-        wall = time.perf_counter() - started
-        (run_dir / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+        overrides = ["model=resnet18", f"model.pretrained={source}", f"model.finetune={protocol}"]
+        code, wall = train(run_dir, seed, *overrides)
+        if code:
+            raise SystemExit(f"{run_dir} failed ({code}): see {run_dir}.log")
         m = json.loads((run_dir / "metrics.json").read_text())["metrics"]
         print(f"resnet18<-ckpt ({protocol}) seed {seed}: acc {m['test/acc']:.3f} "
               f"auc {m['test/auc']:.4f} {wall:.0f} s", flush=True)  # fmt: skip
@@ -145,9 +141,8 @@ def _row(label: str, runs: list[Path], bench: str) -> str:
     acc = [m["metrics"]["test/acc"] for m in ms]
     auc = [m["metrics"]["test/auc"] for m in ms]
     params = ms[0].get("model", {}).get("parameters")
-    mean = sum(acc) / len(acc)
-    sd = (sum((a - mean) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else 0.0
-    spread = f" ± {sd:.3f}" if len(acc) > 1 else ""  # sample sd over seeds; none for one run
+    mean = statistics.mean(acc)
+    spread = f" ± {statistics.stdev(acc):.3f}" if len(acc) > 1 else ""  # sample sd over seeds
     wall = f"{min(walls):.0f}-{max(walls):.0f}" if len(walls) > 1 else f"{walls[0]:.0f}"
     return (
         f"| {label} | {params / 1e6:.2f} M | {len(acc)} | {mean:.3f}{spread} | "
