@@ -49,11 +49,18 @@ def one_cycle(
 ) -> LRScheduler:
     """torch's OneCycleLR peaking at the optimizer's configured learning rate."""
     max_lr = [group["lr"] for group in optimizer.param_groups]
+    total = max(total_steps, 2)
+    pct_start = _fraction("pct_start", pct_start)
+    warmup = pct_start * total
+    if math.isclose(warmup, 1.0) or math.isclose(warmup, total):
+        # one of torch's two phases would span no step and divide 0 by 0 (e.g. 4 steps at
+        # 0.25, a 1-epoch smoke run; or pct_start=1): give each phase some length
+        pct_start = min(2 / total, (total - 0.5) / total)
     return OneCycleLR(
         optimizer,
         max_lr=max_lr,
-        total_steps=max(total_steps, 2),
-        pct_start=_fraction("pct_start", pct_start),
+        total_steps=total,
+        pct_start=pct_start,
         div_factor=div_factor,
         final_div_factor=final_div_factor,
     )
