@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pathlab.data.info import DatasetInfo
-from pathlab.errors import find_pathlab_error, interrupted_message
+from pathlab.errors import ConfigError, find_pathlab_error, interrupted_message
 from pathlab.module import PathClassifier
 
 log = logging.getLogger("pathlab")
@@ -42,6 +42,31 @@ def _to_log_file(message: str) -> None:
             handler.handle(record)
 
 
+# what each required setting (`???` in conf/) takes, for the line that asks for it
+REQUIRED = {
+    "ckpt_path": "ckpt_path=<a checkpoint written by pathlab.train>, e.g. "
+    "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt",
+    "input": "input=<an image, a folder of images or a MedMNIST-layout npz>",
+    "embeddings": "embeddings=<the embeddings.npz of a pathlab.embed run>, e.g. "
+    "embeddings=outputs/embed/runs/<run>/embeddings.npz",
+}
+
+
+def require_settings(cfg: DictConfig) -> None:
+    """Settings the entry point cannot run without (`???` in conf/), asked for in one line
+    before any work (omegaconf would otherwise stop mid-run with a traceback)."""
+    missing = sorted(
+        key
+        for key in (OmegaConf.missing_keys(cfg) if isinstance(cfg, DictConfig) else ())
+        if not key.startswith("hydra.")  # Hydra's own node, where a composed cfg keeps it
+    )
+    if missing:
+        names = " and ".join(missing)
+        verb = "is" if len(missing) == 1 else "are"
+        what = "; ".join(REQUIRED.get(key, f"{key}=<value>") for key in missing)
+        raise ConfigError(f"{names} {verb} required and not given: pass {what}.")
+
+
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run an entry point's task; a user error (PathlabError) ends it with its message alone, exit 2
     (Ctrl-C: one line, exit 130).
@@ -49,6 +74,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     In a multirun the error is raised instead, so the launcher records the job as failed.
     """
     try:
+        require_settings(cfg)
         return task(cfg)
     except KeyboardInterrupt:  # Ctrl-C outside training (which says how to resume): one line
         message = f"pathlab: error: {interrupted_message(task.__module__)}"

@@ -646,3 +646,26 @@ def test_ctrl_c_in_an_entry_point_is_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("pathlab: error:") and "interrupted (Ctrl-C)" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("entry", "overrides", "asked"),
+    [
+        ("eval", [], ["ckpt_path is required", "ckpt_path=outputs/train/runs/"]),
+        ("predict", [], ["ckpt_path and input are required", "input=<an image"]),
+        ("probe", [], ["embeddings is required", "embeddings.npz of a pathlab.embed run"]),
+    ],
+)
+def test_a_required_setting_left_out_is_asked_for_in_one_line(
+    compose_cfg, capsys, entry, overrides, asked
+):
+    # omegaconf stopped these mid-run with a 40-line MissingMandatoryValue traceback, exit 1
+    from pathlab.cli import run_task
+
+    ran = []
+    with pytest.raises(SystemExit) as ended:
+        run_task(ran.append, compose_cfg(overrides, config_name=entry))
+    assert ended.value.code == 2 and ran == []
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pathlab: error:") and len(err.splitlines()) == 1
+    assert all(part in err for part in asked), err
