@@ -41,6 +41,15 @@ def _existing(path: Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
+def human_epoch(summary: dict[str, Any]) -> str:
+    """The best epoch as the epoch log counts (from 1, "6/6"); metrics.json's best_epoch is
+    Lightning's index from 0, which indexes the validation history."""
+    best, trained = summary.get("best_epoch"), summary.get("epochs_trained")
+    if best is None:
+        return "?"
+    return f"{best + 1}/{trained}" if trained else str(best + 1)
+
+
 class RunRecord(L.Callback):
     """Publishes the run's summary, report and loggers once, on rank 0.
 
@@ -208,7 +217,7 @@ class RunRecord(L.Callback):
         elif Path(str(tested)).name == "last.ckpt":
             title = f"{self.task_name}: last epoch ({summary['epochs_trained']}) tested"
         else:
-            title = f"{self.task_name}: best epoch {summary['best_epoch']} on {self.optimized_metric} tested"
+            title = f"{self.task_name}: best epoch {human_epoch(summary)} on {self.optimized_metric} tested"
         predictions = module.predictions if tested is not None else None
         report = {  # calibration=temperature: before/after in the report (pathlab.calibration)
             "calibration": getattr(module, "calibration_summary", None),
@@ -240,9 +249,7 @@ class RunRecord(L.Callback):
         if name == "last.ckpt":
             checkpoint = f"last epoch ({summary['epochs_trained']}): test_checkpoint=last"
         elif name:
-            checkpoint = (
-                f"best on {self.optimized_metric} at epoch {summary['best_epoch']} ({name})"
-            )
+            checkpoint = f"best on {self.optimized_metric} at epoch {human_epoch(summary)} ({name})"
         else:
             checkpoint = "none (validation only)"
         described = describe(module.net)

@@ -74,7 +74,7 @@ def test_testing_an_earlier_checkpoint_keeps_the_runs_validation_history(tmp_pat
     summary still reports the epochs the run trained."""
     from types import SimpleNamespace
 
-    from pathlab.run_record import RunRecord
+    from pathlab.run_record import RunRecord, human_epoch
 
     record = RunRecord(str(tmp_path))
     history = [{"epoch": 0, "val/auc": 0.9}, {"epoch": 1, "val/auc": 0.8}]
@@ -84,3 +84,5 @@ def test_testing_an_earlier_checkpoint_keeps_the_runs_validation_history(tmp_pat
     module.val_history = history[:1]  # what loading best.ckpt (epoch 0) does
     base = record._base(trainer, module, "completed")
     assert base["val_last_epoch"] == history[1] and base["best_epoch"] == 0
+    # the report and the console count epochs from 1, as the epoch log does ("epoch 1/2")
+    assert human_epoch(base) == "1/2"
