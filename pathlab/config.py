@@ -35,6 +35,7 @@ CONF_DIR = conf_dir()
 # Keys most likely to be what a sweep varies come first, so a truncated name still shows them.
 _NAME_PRIORITY = (
     "seed",
+    "cv",
     "loss",
     "optim",
     "tta",
@@ -80,7 +81,19 @@ def job_dirname(num: int, overrides: str, max_length: int = 80) -> str:
         re.sub(r"[^A-Za-z0-9._+-]", "-", item.lstrip("+").replace("=", "-", 1))
         for item in sorted(_split_overrides(overrides), key=rank)
     ]
-    safe = "+".join(items)[:max_length].rstrip("+-")
+    # whole items only, so no value is cut mid-number; `+N-more` says how many were left out
+    # (all are in the job's .hydra/overrides.yaml)
+    kept: list[str] = []
+    for i, item in enumerate(items):
+        marker = len(f"+{len(items) - i - 1}-more") if i + 1 < len(items) else 0
+        if len("+".join([*kept, item])) + marker > max_length:
+            break
+        kept.append(item)
+    if not kept and items:  # one item longer than the limit: its start
+        kept = [items[0][:max_length].rstrip("+-")]
+    safe = "+".join(kept)
+    if len(kept) < len(items):
+        safe += f"+{len(items) - len(kept)}-more"
     return f"{num}_{safe}" if safe else str(num)
 
 

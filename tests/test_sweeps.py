@@ -177,3 +177,24 @@ def test_multinode_slurm_config_composes_and_renders_its_sbatch_script(compose_c
         "#SBATCH --signal=USR2@120",
     ):
         assert line in script, line
+
+
+def test_job_dirname_keeps_the_fold_and_whole_values():
+    # make cv's jobs were named alike up to 80 characters and lost cv.fold; values were cut
+    # mid-number (data.synthetic.n_train-20 for 2000)
+    common = (
+        "experiment=demo,trainer.max_epochs=3,data.synthetic.n_train=1500,calibration=temperature"
+    )
+    names = [job_dirname(i, f"{common},cv.fold={i}") for i in range(3)]
+    assert [n.split("+")[0] for n in names] == ["0_cv.fold-0", "1_cv.fold-1", "2_cv.fold-2"]
+    name = job_dirname(
+        4, "data.synthetic.n_train=2000,seed=1," + ",".join(f"k{i}=v" for i in range(20))
+    )
+    assert len(name) <= 82 and name.endswith("-more")
+    kept = name.split("_", 1)[1].split("+")[:-1]
+    assert all(
+        item in ["seed-1", "data.synthetic.n_train-2000", *(f"k{i}-v" for i in range(20))]
+        for item in kept
+    )
+    hidden = int(name.rsplit("+", 1)[1].split("-")[0])
+    assert len(kept) + hidden == 22
