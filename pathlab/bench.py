@@ -33,7 +33,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
-from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
@@ -43,6 +42,7 @@ from pathlab.data.augment import to_float_nchw
 from pathlab.fileio import atomic_write_json
 from pathlab.hardware import default_precision, machine_info
 from pathlab.models.protocol import describe, parameter_groups
+from pathlab.terminal import wide_console
 from pathlab.tta import TestTimeAugmentation
 
 RATIO_KEYS = ("pathlab_vs_limit", "pathlab_vs_naive", "data_vs_naive", "tta_vs_plain")
@@ -365,7 +365,7 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def print_table(report: dict[str, Any]) -> None:
     m = report["machine"]
-    console = Console()
+    console = wide_console()
     table = Table(
         title=f"pathlab bench: {m['gpu'] or m['cpu']} ({m['torch_threads']} threads), "
         f"{report['model']}, batch {report['batch']}, precision {report['precision']}"

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from pathlab.errors import ConfigError, DataError, PathlabError
@@ -41,6 +40,7 @@ from pathlab.stats import (
     mcnemar_exact,
     percentile_interval,
 )
+from pathlab.terminal import wide_console
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
@@ -345,7 +345,7 @@ def compare_markdown(pairs: list[dict[str, Any]]) -> str:
 
 
 def print_pairs(pairs: list[dict[str, Any]]) -> None:
-    console = Console()
+    console = wide_console()
     for p in pairs:
         table = Table(title=f"A = {p['a']}  vs  B = {p['b']}  ({p['n']} images)")
         for column in ("metric", "A", "B", "A - B (pts)", "95% CI", "bootstrap p", "test"):

@@ -7,19 +7,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from rich.console import Console
 from rich.table import Table
 
 from pathlab.figures import save_png
 from pathlab.fileio import atomic_write_text
 from pathlab.optuna_study import load_study_dir, study_storage_url, trial_rows
+from pathlab.terminal import wide_console
 
 
 def _fmt(value: Any) -> str:
@@ -132,8 +131,7 @@ def print_trials(study, rows: list[dict], metrics: Sequence[str]) -> None:
             *(_fmt(r["params"].get(p)) for p in params),
             *(_fmt(r["metrics"].get(m)) for m in shown),
         )
-    # a terminal wraps at its width; a log or a pipe gets the whole table
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    wide_console().print(table)
 
 
 def write_study_summary(study_dirs: list[Path], out: Path, metrics: Sequence[str]) -> list:

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 from matplotlib.figure import Figure
-from rich.console import Console
 from rich.table import Table
 
 from pathlab.errors import PathlabError
@@ -33,6 +32,7 @@ from pathlab.metrics import metric_mode
 from pathlab.optuna_study import find_studies
 from pathlab.optuna_summary import write_study_summary
 from pathlab.stats import paired_test, t_interval
+from pathlab.terminal import wide_console
 
 # Overrides that do not define a configuration: the seed, and where things are written.
 NOT_A_SETTING = (
@@ -233,6 +233,13 @@ def summary_csv(groups: list[Group], metrics: list[str]) -> str:
     return buffer.getvalue()
 
 
+def repeats(groups: list[Group]) -> str:
+    """What a group's runs repeat over, in words: "seeds", "cv folds" or "seeds and cv folds"."""
+    keys = {o.split("=", 1)[0] for g in groups for r in g.runs for o in r.pair_key}
+    words = [w for k, w in (("seed", "seeds"), ("cv.fold", "cv folds")) if k in keys]
+    return " and ".join(words) or "seeds"
+
+
 def summary_markdown(
     groups: list[Group], metrics: list[str], optimized: str, sources: list[Path], common: list[str]
 ) -> str:
@@ -240,7 +247,8 @@ def summary_markdown(
         "# Summary",
         "",
         f"Runs from: {', '.join(str(s) for s in sources)}. Sorted by {optimized} "
-        f"(mean over seeds, best first: {metric_mode(optimized)}imised, **bold**); cells are "
+        f"(mean over {repeats(groups)}, best first: {metric_mode(optimized)}imised, **bold**); "
+        "cells are "
         "mean ± sample std over n runs [95% t-interval of the mean].",
         "",
     ]
@@ -281,13 +289,14 @@ def summary_figure(groups: list[Group], metrics: list[str]) -> Figure:
     """Bars from 0 (mean over seeds) with each seed's point (pathlab.figures.summary_figure)."""
     shown = [g for g in groups if g.runs]
     values = {m: [list(g.values(m)) for g in shown] for m in metrics[:4]}
+    over = repeats(groups)
     return chart(
-        [g.name for g in shown], values, ylabel="mean over seeds (bars), each seed (points)"
+        [g.name for g in shown], values, ylabel=f"mean over {over} (bars), each run (points)"
     )
 
 
 def print_table(groups: list[Group], metrics: list[str]) -> None:
-    table = Table(title="pathlab summary (mean ± std over seeds)")
+    table = Table(title=f"pathlab summary (mean ± std over {repeats(groups)})")
     table.add_column("group")
     table.add_column("n", justify="right")
     for m in metrics:
@@ -298,7 +307,7 @@ def print_table(groups: list[Group], metrics: list[str]) -> None:
             str(len(g.runs)),
             *(_cell(g, m) for m in metrics),
         )
-    console = Console()
+    console = wide_console()
     console.print(table)
     for t in paired_against_best(groups, metrics[0]) if metrics else []:
         console.print(
@@ -330,7 +339,7 @@ def write_summary(paths: list[Path], out: Path) -> list[Group]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pathlab.summarize", description="Summarise runs across seeds."
+        prog="python -m pathlab.summarize", description="Summarise runs across seeds or cv folds."
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="multirun dirs, study dirs or run dirs")
     parser.add_argument(

@@ -72,7 +72,7 @@ def test_a_loss_ranks_its_lowest_group_first(tmp_path):
     assert text.index("lr=0.01") < text.index("| lr=0.1 |")
 
 
-def test_cv_folds_are_one_group(tmp_path):
+def test_cv_folds_are_one_group(tmp_path, capsys):
     accs = [0.81, 0.84, 0.80]
     for fold, acc in enumerate(accs):
         fake_run(
@@ -87,3 +87,27 @@ def test_cv_folds_are_one_group(tmp_path):
     lo, hi = t_interval(accs)
     assert float(rows["(common settings)"]["test/acc_ci95_lo"]) == pytest.approx(lo, abs=1e-6)
     assert float(rows["(common settings)"]["test/acc_ci95_hi"]) == pytest.approx(hi, abs=1e-6)
+    # said as folds, not seeds, in the console, summary.md and the figure
+    assert "mean ± std over cv folds" in capsys.readouterr().out
+    assert "(mean over cv folds," in (tmp_path / "summary.md").read_text()
+
+
+def test_the_console_table_keeps_whole_names_in_a_pipe(tmp_path, capsys):
+    # rich squeezed it to 80 columns in CI and `| tail`: "loss=…", "val/a…"
+    for seed in (0, 1):
+        for loss in ("ce", "focal"):
+            fake_run(
+                tmp_path,
+                f"{loss}{seed}",
+                [f"loss={loss}", f"seed={seed}", "optim.lr=0.001", "data.batch_size=64"],
+                {
+                    "val/auc": 0.9 + seed / 100,
+                    "test/acc": 0.8,
+                    "test/auc": 0.95,
+                    "test/f1_macro": 0.7,
+                },
+            )
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mean ± std over seeds" in out and "loss=focal" in out and "loss=ce" in out
+    assert "test/f1_macro" in out and "…" not in out

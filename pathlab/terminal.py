@@ -1,0 +1,16 @@
+"""The console that prints pathlab's tables."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+# rich squeezes a table to 80 columns when stdout is not a terminal (CI, SLURM, `| tail`), which
+# cut group names and headers to "loss=…"; a log or a pipe gets the whole table
+PIPED_WIDTH = 160
+
+
+def wide_console(**kwargs) -> Console:
+    """A terminal wraps at its own width; a pipe or a log file gets PIPED_WIDTH columns."""
+    return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH, **kwargs)
