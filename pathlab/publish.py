@@ -523,4 +523,5 @@ def print_metrics(
     console.print(f"run dir:     {run_dir}")
     if report:
         console.print(f"report:      {run_dir / 'report.md'} (figures beside it)")
-    console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
+    if next(run_dir.rglob("events.out.tfevents*"), None) is not None:  # logger=tensorboard
+        console.print(f"TensorBoard: tensorboard --logdir {run_dir}")

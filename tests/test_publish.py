@@ -189,3 +189,16 @@ def test_files_get_the_mode_a_plain_open_would(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_the_tensorboard_command_is_printed_only_where_there_is_a_tensorboard_log(tmp_path, capsys):
+    # pathlab.probe (csv logger) printed `tensorboard --logdir` for a dir with no event file
+    from pathlab.publish import print_metrics
+
+    print_metrics({"test/acc": 0.5}, tmp_path, "probe", report=True)
+    shown = capsys.readouterr().out
+    assert "run dir:" in shown and "tensorboard --logdir" not in shown
+    (tmp_path / "tensorboard" / "run").mkdir(parents=True)
+    (tmp_path / "tensorboard" / "run" / "events.out.tfevents.1.host").write_bytes(b"")
+    print_metrics({"test/acc": 0.5}, tmp_path, "train", report=True)
+    assert f"TensorBoard: tensorboard --logdir {tmp_path}" in capsys.readouterr().out
