@@ -249,6 +249,11 @@ def test_tta_views_that_the_symmetry_rules_out_are_said(compose_cfg):
     ]
     assert validate_settings(plain(compose_cfg(["data.flag=octmnist", "tta=flip"])), gpus=0) == []
     assert validate_settings(plain(compose_cfg(["tta=rot4"])), gpus=0) == []  # PathMNIST: d4
+    # a misspelt view set is the TTA's one error, with no symmetry note before it
+    from pathlab.settings import check_tta
+
+    assert check_tta({"views": "d5"}, {"flag": "pathmnist", "symmetry": "d4"}) == []
+    assert check_tta({"views": "d5"}, {"flag": "chestmnist", "symmetry": "none"}) == []
 
 
 def falling_schedule(optimizer, total_steps: int, slope: float = 2.0):
