@@ -255,3 +255,12 @@ def test_every_config_key_is_documented():
         f"config keys named nowhere in README.md or docs/*.md: {missing}; add each to the "
         "tables of docs/config.md (a library's pass-through arguments as `prefix.*`)"
     )
+
+
+def test_the_readmes_tiny_override_set_is_the_tests():
+    from tests.conftest import TINY_RUN
+
+    shown = [c for _, c in readme_commands() if "model.width=8" in c]
+    assert len(shown) == 1
+    tiny = [o for o in TINY_RUN if not o.startswith(("~", "trainer.log_every"))]
+    assert all(o in shown[0].split() for o in tiny), (shown, tiny)
