@@ -134,9 +134,11 @@ def check_output_size(net: nn.Module, name: str, in_chans: int, img_size: int) -
     """One forward pass of one image: a network that downsamples the input to nothing fails
     here with a clear line, not in the first training step."""
     was_training = net.training
+    image = torch.zeros(1, in_chans, img_size, img_size)
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, in_chans, img_size, img_size))
+            net.eval()(image)
+            features = net.forward_features(image) if hasattr(net, "forward_features") else None
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise ConfigError(
@@ -145,3 +147,13 @@ def check_output_size(net: nn.Module, name: str, in_chans: int, img_size: int) -
         ) from None
     finally:
         net.train(was_training)
+    if features is not None and features.ndim == 4 and max(features.shape[-2:]) <= 1:
+        # runs, but the head sees one pixel: what a 28-px image gives a network with stride 32
+        log.warning(
+            "model.name=%s reduces a %d-px image to a %dx%d map before its head; it sees little "
+            "spatial detail. A preset with an adapted stem (model=resnet18|resnet50|densenet121|"
+            "efficientnet_b0|convnext_nano) or a larger data.size suits small images better.",
+            name,
+            img_size,
+            *features.shape[-2:],
+        )

@@ -143,3 +143,17 @@ def test_model_life(model, size, flag, data_root, tmp_path):
     _, layer = choose_layer(trained.net, "auto", size, info.channels)
     cam = grad_cam_maps(trained.net, layer, x[:2], [0, 1])
     assert cam.shape == (2, size, size) and np.isfinite(cam).all()
+
+
+def test_a_timm_net_that_shrinks_28_px_to_one_pixel_is_said(caplog):
+    # mobilenetv3 (stride 32, no small-input adaptation) ran at 28 px with a 1x1 map, unsaid
+    from pathlab.models.timm_models import timm_model
+
+    with caplog.at_level("WARNING", logger="pathlab.models.timm_models"):
+        timm_model("mobilenetv3_small_100", num_classes=9, in_chans=3, img_size=28)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "reduces a 28-px image to a 1x1 map" in said[0], said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pathlab.models.timm_models"):
+        timm_model("mobilenetv3_small_100", num_classes=9, in_chans=3, img_size=64)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # 2x2 at 64 px
