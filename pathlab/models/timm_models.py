@@ -137,8 +137,14 @@ def check_output_size(net: nn.Module, name: str, in_chans: int, img_size: int) -
     image = torch.zeros(1, in_chans, img_size, img_size)
     try:
         with torch.no_grad():
-            net.eval()(image)
-            features = net.forward_features(image) if hasattr(net, "forward_features") else None
+            net.eval()
+            features = None
+            if hasattr(net, "forward_features") and hasattr(net, "forward_head"):
+                # timm's forward in its two halves: one pass gives the map and the head's check
+                features = net.forward_features(image)
+                net.forward_head(features)
+            else:
+                net(image)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise ConfigError(
