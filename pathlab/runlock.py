@@ -15,6 +15,7 @@ and two processes never write one run dir at once.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -151,7 +152,11 @@ def _lock(run_dir: Path) -> RunLock:
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        return RunLock(run_dir, fd, took_over)
+        lock = RunLock(run_dir, fd, took_over)
+        # a run that ends in SystemExit (a pathlab error line) skips Hydra's on_run_end: the
+        # kernel frees the flock anyway, but the file would stay and name a finished process
+        atexit.register(lock.release)
+        return lock
     raise ConfigError(f"hydra.run.dir={run_dir}: could not take its lock {path}; try again.")
 
 

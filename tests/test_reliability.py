@@ -336,6 +336,21 @@ def test_two_processes_cannot_write_one_run_dir_and_a_dead_ones_lock_is_taken_ov
         assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
 
 
+def test_a_run_that_exits_with_an_error_line_leaves_no_lock_file(tmp_path):
+    # SystemExit from a pathlab error line skips Hydra's on_run_end (the process boundary is the
+    # point: the lock must go at the process's end)
+    run = tmp_path / "run"
+    code = (
+        "from pathlab.runlock import RunDirGuard; from omegaconf import OmegaConf; "
+        f"cfg = OmegaConf.create({{'hydra': {{'run': {{'dir': {str(run)!r}}}}}, "
+        "'task_name': 'train'}); guard = RunDirGuard(); guard.on_run_start(cfg); "
+        "assert guard.lock.path.exists(); raise SystemExit(2)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert run.is_dir() and not (run / LOCK_NAME).exists()
+
+
 def test_only_rank_zero_claims_and_one_process_claims_once(tmp_path, monkeypatch):
     run = tmp_path / "run"
     with claim_run_dir(run) as first:
