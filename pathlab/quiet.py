@@ -9,7 +9,9 @@ Each entry names a message that says nothing about the run and repeats on every 
 - "Precision bf16-mixed is not supported by the model summary": only the summary's size
   estimate is affected (it assumes 32 bits), not training;
 - the `srun` hint, printed whenever a machine has SLURM installed, also on login nodes and
-  under submitit, which starts its tasks through srun itself.
+  under submitit, which starts its tasks through srun itself;
+- the ONNX exporter's optimiser passes (onnxscript, onnx_ir), which log every pass at INFO
+  (about 20 lines per export) under Hydra's INFO root logger; their warnings still show.
 
 Real warnings (a small logging interval, a class absent from a split, ...) are left alone.
 """
@@ -32,6 +34,9 @@ RANK_ZERO_LOGGERS = (
     "lightning.fabric.utilities.rank_zero",
 )
 
+# loggers whose INFO records narrate library internals; they are held at WARNING
+CHATTY_LOGGERS = ("onnxscript", "onnx_ir")
+
 
 class DropTips(logging.Filter):
     """Drops Lightning's "💡 Tip: try installing ..." records; everything else passes."""
@@ -48,6 +53,8 @@ def silence() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropTips) for f in logger.filters):
             logger.addFilter(DropTips())
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 silence()

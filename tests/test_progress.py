@@ -180,6 +180,20 @@ def test_lightning_tips_are_dropped_and_other_info_kept(caplog):
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
 
 
+def test_onnx_exporter_passes_are_held_at_warning(caplog):
+    quiet.silence()
+    with caplog.at_level(logging.INFO):  # Hydra's root level
+        for name in ("onnxscript.optimizer._constant_folding", "onnx_ir.passes.common"):
+            logging.getLogger(name).info("Removed 150 unused nodes")
+            logging.getLogger(name).warning("a real exporter warning")
+        logging.getLogger("pathlab.export").info("onnx model written")
+    assert [r.getMessage() for r in caplog.records] == [
+        "a real exporter warning",
+        "a real exporter warning",
+        "onnx model written",
+    ]
+
+
 def test_every_entry_point_gets_the_filters():
     """A fresh interpreter that imports any pathlab module has the filters (pathlab/__init__
     imports pathlab.quiet): the process boundary is what is tested."""
