@@ -10,7 +10,10 @@ gets `img_size` from the data and a patch size that fits it (4 px at 28, 8 at 64
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -26,6 +29,37 @@ log = logging.getLogger(__name__)
 def vit_patch_size(img_size: int) -> int:
     """A patch size that tiles the image into 7x7 to 14x14 tokens."""
     return 16 if img_size >= 128 else 8 if img_size >= 64 else 4
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def weights_host_unreachable(name: str) -> str | None:
+    """Why the host of `name`'s published weights cannot be reached, in words (None: it can, or
+    it cannot be told). Offline, huggingface_hub retries each request with back-off for about a
+    minute before it fails; one socket connect tells the same in milliseconds to seconds. Not
+    probed: HF_HUB_OFFLINE (the user asks for the local cache, which timm reads at once) and a
+    proxy (the direct connect would fail where the proxy works)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return None
+    if any(os.environ.get(key) for key in PROXY_VARIABLES):
+        return None
+    cfg = None if ":" in name else timm.models.get_pretrained_cfg(name)
+    if name.startswith("hf-hub:") or (cfg is not None and cfg.hf_hub_id):
+        url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    elif cfg is not None and cfg.url:
+        url = cfg.url
+    else:
+        return None
+    parts = urlparse(url)
+    host, port = parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or type(exc).__name__}"
+    return None
 
 
 def _reduction(net: nn.Module) -> int:
@@ -106,6 +140,14 @@ def timm_model(
         args.setdefault("patch_size", vit_patch_size(img_size))
         args.setdefault("dynamic_img_size", False)
     hub = pretrained is True
+    unreachable = weights_host_unreachable(name) if hub else None
+    if unreachable:
+        raise ConfigError(
+            f"model.pretrained=true: the published weights of {name} cannot be fetched, their "
+            f"host cannot be reached ({unreachable}). Download them where there is internet and "
+            f"pass the file: model.pretrained=/path/{name.split('/')[-1]}.safetensors (or, with "
+            "them in your Hugging Face cache, set HF_HUB_OFFLINE=1)."
+        )
     try:
         net = timm.create_model(name, pretrained=hub, **args)
     except TypeError as exc:

@@ -157,3 +157,39 @@ def test_a_timm_net_that_shrinks_28_px_to_one_pixel_is_said(caplog):
     with caplog.at_level("WARNING", logger="pathlab.models.timm_models"):
         timm_model("mobilenetv3_small_100", num_classes=9, in_chans=3, img_size=64)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]  # 2x2 at 64 px
+
+
+def test_pretrained_true_offline_says_so_at_once_instead_of_a_minute_of_retries(monkeypatch):
+    import socket
+
+    from pathlab.models import timm_models
+
+    probed = []
+
+    def refuse(address, timeout=None):
+        probed.append(address)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(timm_models.socket, "create_connection", refuse)
+    for key in ("HF_HUB_OFFLINE", "HF_ENDPOINT", *timm_models.PROXY_VARIABLES):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(
+        ConfigError,
+        match=r"published weights of resnet18 cannot be fetched.*\(huggingface.co:443: Name or "
+        r"service not known\).*model.pretrained=/path/resnet18.safetensors.*HF_HUB_OFFLINE=1",
+    ):
+        timm_models.timm_model("resnet18", num_classes=9, in_chans=3, img_size=28, pretrained=True)
+    assert probed == [("huggingface.co", 443)]
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.lab:8080")  # a hub mirror is probed instead
+    assert timm_models.weights_host_unreachable("resnet18") == (
+        "mirror.lab:8080: Name or service not known"
+    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the local cache only: timm reads it, no probe
+    assert timm_models.weights_host_unreachable("resnet18") is None
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.lab:3128")  # a direct connect would mislead
+    assert timm_models.weights_host_unreachable("resnet18") is None
+    assert len(probed) == 2
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setattr(timm_models.socket, "create_connection", lambda *a, **k: socket.socket())
+    assert timm_models.weights_host_unreachable("resnet18") is None  # reachable: timm fetches
