@@ -26,7 +26,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pathlab.checkpoint import load_trained_model, read_checkpoint, with_checkpoint_normalisation
@@ -48,6 +47,7 @@ from pathlab.fileio import atomic_write_json
 from pathlab.metrics import probabilities
 from pathlab.models import describe, pretrained_normalisation
 from pathlab.module import PathClassifier
+from pathlab.terminal import wide_console
 
 log = logging.getLogger("pathlab")
 
@@ -259,7 +259,7 @@ def embed(cfg: DictConfig) -> dict[str, Any]:
         "wall_time_s": clock(),
     }
     atomic_write_json(run_dir / "metrics.json", summary)
-    console = Console(soft_wrap=True)  # a path is never broken across lines
+    console = wide_console(soft_wrap=True)  # a path is never broken across lines
     sizes = " / ".join(str(identity["images"][s]) for s in SPLITS)
     console.print(f"embeddings:  {path} ({sizes} images, {dim} features)")
     console.print(f"probe it:    python -m pathlab.probe embeddings={path} head=linear|knn")

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
 from pathlab.cli import run_task
@@ -31,6 +30,7 @@ from pathlab.figures import (
     save_png,
 )
 from pathlab.fileio import atomic_write_json, atomic_write_text
+from pathlab.terminal import wide_console
 
 CHECK_TOLERANCE = 0.1  # |mean| and |std - 1| of a normalised batch; sampling noise is far smaller
 
@@ -130,7 +130,7 @@ def print_counts(counts: dict[str, np.ndarray], stats: dict[str, Any], info: Dat
         ]
         table.add_row(info.class_names[c], info.long_names[c], *cells)
     table.add_row("", "total", *(f"{counts[s].sum():,}" for s in counts))
-    console = Console()
+    console = wide_console()
     console.print(table)
     mean = ", ".join(f"{v:.3f}" for v in stats["mean"])
     std = ", ".join(f"{v:.3f}" for v in stats["std"])
@@ -188,7 +188,7 @@ def explore(cfg: DictConfig) -> dict[str, Any]:
             for name, fig in figures.items():
                 writer.add_figure(f"explore/{name}", fig, close=False)
     print_counts(counts, stats, info)
-    Console().print(f"figures and tables in {run_dir}")
+    wide_console(soft_wrap=True).print(f"figures and tables in {run_dir}")
     return {
         "run_dir": str(run_dir),
         "counts": {s: v.tolist() for s, v in counts.items()},

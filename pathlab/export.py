@@ -13,7 +13,6 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from rich.console import Console
 
 from pathlab.checkpoint import load_trained_model
 from pathlab.cli import run_task
@@ -22,6 +21,7 @@ from pathlab.deploy import FORMATS, example_input, export, run_exported
 from pathlab.errors import ConfigError, PathlabError
 from pathlab.fileio import atomic_write_json
 from pathlab.module import PathClassifier
+from pathlab.terminal import wide_console
 
 
 class ParityError(PathlabError):
@@ -65,7 +65,7 @@ def export_model(cfg: DictConfig) -> dict[str, Any]:
             f"{path} gives probabilities up to {difference:.2e} away from the Lightning model "
             f"(tolerance {cfg.parity_tolerance}); do not ship it. Report this with export.json."
         )
-    Console().print(
+    wide_console(soft_wrap=True).print(
         f"{cfg.format} model written to {', '.join(str(f) for f in files)} (+ .json sidecar: "
         f"copy them together); parity with the Lightning model on {cfg.parity_images} images: "
         f"max |difference| {difference:.1e}"

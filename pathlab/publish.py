@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.loggers import Logger
 from matplotlib.figure import Figure
-from rich.console import Console
 from rich.table import Table
 
 from pathlab.calibration import by_class_frequency, test_scores
@@ -33,6 +32,7 @@ from pathlab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_t
 from pathlab.loggers import RunLogger, TensorBoardLogger, result_scalars
 from pathlab.metrics import classification_report, headline, logged_scalars
 from pathlab.predictions import PREDICTIONS_FILE, Predictions
+from pathlab.terminal import wide_console
 
 OVERALL_ROWS = (
     ("acc", "ACC (MedMNIST)"),
@@ -427,7 +427,7 @@ def to_loggers(
     scalars, figures, report and files (pathlab.loggers); any other gets the scalars. Then each
     is closed and the command that opens it printed. (The hyper-parameters, `params`, went to
     pathlab's loggers when the run started; `metrics` are in the results.)"""
-    console = Console()
+    console = wide_console(soft_wrap=True)
     for logger in loggers:
         if isinstance(logger, RunLogger):
             logger.log_results(published, step)
@@ -518,7 +518,7 @@ def print_metrics(
     for name in sorted(metrics, key=lambda k: (not k.startswith("val/"), k)):
         extra = [_interval(ci95.get(name))] if ci95 else []
         table.add_row(name, _fmt(metrics[name]), *extra)
-    console = Console(soft_wrap=True)  # paths and commands are never broken across lines
+    console = wide_console(soft_wrap=True)  # paths and commands are never broken across lines
     console.print(table)
     console.print(f"run dir:     {run_dir}")
     if report:

@@ -1,4 +1,4 @@
-"""The console that prints pathlab's tables."""
+"""The console that prints pathlab's tables and messages: whole lines in a pipe or a log."""
 
 from __future__ import annotations
 

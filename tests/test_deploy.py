@@ -118,7 +118,11 @@ def test_predict_on_an_npz_with_tta(test_images, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_csv(out)
     assert len(rows) == len(images) and rows[0]["file"] == "test[0]"
-    assert "TTA d4" in done.stdout  # auto: the data set's symmetry, from the checkpoint
+    # auto: the data set's symmetry, from the checkpoint; the line unbroken in a pipe
+    assert (
+        f"{len(images)} images labelled (0 unreadable) with PathMNIST classes, TTA d4: {out}"
+        in (done.stdout.splitlines())
+    )
     summary = json.loads((tmp_path / "run" / "predict.json").read_text())
     assert summary["tta"] == "d4"
 
@@ -144,6 +148,10 @@ def test_export_parity(test_images, tmp_path, fmt):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "export.json").read_text())
     assert summary["max_abs_difference"] <= 1e-4
+    # one unbroken line in a pipe (rich wrapped it at 80 columns), no exporter passes narrated
+    said = [line for line in done.stdout.splitlines() if "model written to" in line]
+    assert len(said) == 1 and said[0].endswith(f"{summary['max_abs_difference']:.1e}"), said
+    assert "onnx_ir" not in done.stdout + done.stderr
     path = tmp_path / "run" / ("model.onnx" if fmt == "onnx" else "model.pt")
     sidecar = json.loads(path.with_suffix(path.suffix + ".json").read_text())
     assert sidecar["class_names"] == list(DatasetInfo.create("pathmnist").class_names)
