@@ -19,14 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO.parent / "shared" / "data" / "pathmnist_real_1k.npz"
-SIZES = {"train": 700, "val": 100, "test": 200}
+from study import SAMPLE, SIZES, train_run  # the recipe study's sample, split sizes and runner
+
 # split seeds never used before: the study used 2026 (and the consecutive split of the issue)
 FRESH = (7301, 7302, 7303)
 HELDOUT = 7399
@@ -34,9 +30,6 @@ SEEDS = (0, 1, 2)
 PRESETS = ("fast_cpu", "fast_cpu_robust", "medmnist_v2", "default")
 # the overrides of each preset; `default` is `python -m pathlab.train` with no experiment
 PRESET_ARGS = {name: [f"experiment={name}"] for name in PRESETS} | {"default": []}
-# torch threads: all cores (runs go one at a time); on a CPU shared with other jobs pass
-# threads=1 through PATHLAB_THREADS, or OpenMP threads spin waiting for each other
-COMMON = ["data.download=false", "~callbacks.rich_progress_bar", "logger=csv"]
 
 
 def out_dir() -> Path:
@@ -57,42 +50,10 @@ def run_dir(preset: str, split_seed: int, seed: int) -> Path:
 
 
 def run_one(preset: str, split_seed: int, seed: int) -> None:
-    where = run_dir(preset, split_seed, seed)
-    done = where / "metrics.json"
-    if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
-        return
-    cmd = [
-        sys.executable,
-        "-m",
-        "pathlab.train",
-        *COMMON,
-        *(
-            [f"threads={os.environ['PATHLAB_THREADS']}"]
-            if os.environ.get("PATHLAB_THREADS")
-            else []
-        ),
-        *PRESET_ARGS[preset],
-        f"data.root={split_root(split_seed)}",
-        f"hydra.run.dir={where}",
-        f"seed={seed}",
-    ]
-    print(f"[{time.strftime('%H:%M:%S')}] {preset} split {split_seed} seed {seed}", flush=True)
-    started = time.perf_counter()
-    result = subprocess.run(
-        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    wall = time.perf_counter() - started
-    if result.returncode:
-        print(result.stderr[-2000:], file=sys.stderr)
-        raise SystemExit(f"{preset} split {split_seed} seed {seed} failed ({result.returncode})")
-    # a run on 1 thread beside another is slower than one alone: the table times only the latter
-    threads = os.environ.get("PATHLAB_THREADS") or "all"
-    (where / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1), "threads": threads}))
-    if split_seed == HELDOUT:  # not looked at until the end
-        print(f"   held-out split: done, {wall:.0f} s", flush=True)
-        return
-    m = json.loads(done.read_text())["metrics"]
-    print(f"   acc {m['test/acc']:.3f} auc {m['test/auc']:.4f} wall {wall:.0f} s", flush=True)
+    overrides = [*PRESET_ARGS[preset], f"data.root={split_root(split_seed)}", f"seed={seed}"]
+    label = f"{preset} split {split_seed} seed {seed}"
+    # the held-out split's numbers are not looked at until the end
+    train_run(run_dir(preset, split_seed, seed), overrides, label, show=split_seed != HELDOUT)
 
 
 def collect(preset: str, split_seed: int) -> list[dict[str, float]]:

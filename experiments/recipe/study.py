@@ -146,22 +146,26 @@ def split_root() -> Path:
     return root
 
 
-def run_one(row: str, seed: int, rows: dict[str, tuple[str, list[str]]] = ROWS) -> None:
-    run_dir = out_dir() / "runs" / row / f"seed{seed}"
+def train_run(run_dir: Path, overrides: list[str], label: str, show: bool = True) -> None:
+    """`python -m pathlab.train` into `run_dir` unless a completed run is there, timed from process
+    start to exit (run_dir/wall.json, with its torch threads: a run on 1 thread beside another is
+    slower than one alone, so tables time only the latter). show=False keeps its numbers unsaid."""
     done = run_dir / "metrics.json"
     if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
         return
+    # torch threads: all cores (runs go one at a time); on a CPU shared with other jobs pass
+    # threads=1 through PATHLAB_THREADS, or OpenMP threads spin waiting for each other
+    threads = os.environ.get("PATHLAB_THREADS")
     cmd = [
         sys.executable,
         "-m",
         "pathlab.train",
         *COMMON,
-        f"data.root={split_root()}",
+        *([f"threads={threads}"] if threads else []),
         f"hydra.run.dir={run_dir}",
-        f"seed={seed}",
-        *rows[row][1],
+        *overrides,
     ]
-    print(f"[{time.strftime('%H:%M:%S')}] {row} seed {seed}: {' '.join(rows[row][1])}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {label}", flush=True)
     started = time.perf_counter()
     result = subprocess.run(
         cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -169,10 +173,20 @@ def run_one(row: str, seed: int, rows: dict[str, tuple[str, list[str]]] = ROWS) 
     wall = time.perf_counter() - started
     if result.returncode:
         print(result.stderr[-2000:], file=sys.stderr)
-        raise SystemExit(f"{row} seed {seed} failed ({result.returncode})")
-    (run_dir / "wall.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+        raise SystemExit(f"{label} failed ({result.returncode})")
+    timing = {"wall_s": round(wall, 1), "threads": threads or "all"}
+    (run_dir / "wall.json").write_text(json.dumps(timing))
+    if not show:
+        print(f"   done, {wall:.0f} s", flush=True)
+        return
     m = json.loads(done.read_text())["metrics"]
     print(f"   acc {m['test/acc']:.3f} auc {m['test/auc']:.4f} wall {wall:.0f} s", flush=True)
+
+
+def run_one(row: str, seed: int, rows: dict[str, tuple[str, list[str]]] = ROWS) -> None:
+    run_dir = out_dir() / "runs" / row / f"seed{seed}"
+    overrides = [f"data.root={split_root()}", f"seed={seed}", *rows[row][1]]
+    train_run(run_dir, overrides, f"{row} seed {seed}: {' '.join(rows[row][1])}")
 
 
 # rows whose runs are also tested on the stain-shifted copies (16k forward passes a run, with D4 TTA)
