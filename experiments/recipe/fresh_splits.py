@@ -164,13 +164,16 @@ def table(heldout: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["run", "table"])
-    parser.add_argument("presets", nargs="*", default=list(PRESETS), choices=PRESETS)
+    parser.add_argument("presets", nargs="*", default=list(PRESETS), help=", ".join(PRESETS))
     parser.add_argument(
         "--heldout", action="store_true", help="also run / tabulate the held-out split"
     )
     parser.add_argument("--splits", nargs="*", type=int, help="only these fresh split seeds")
     parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
     args = parser.parse_args()
+    unknown = sorted(set(args.presets) - set(PRESETS))
+    if unknown:
+        parser.error(f"unknown preset {', '.join(unknown)}: choose from {', '.join(PRESETS)}")
     if args.command == "run":
         splits = list(FRESH if args.splits is None else args.splits)
         splits += [HELDOUT] if args.heldout else []
