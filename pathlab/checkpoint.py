@@ -6,6 +6,7 @@ and later predict and export). Training resumes through Lightning's own `ckpt_pa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from pathlab.data.augment import Normalize
 from pathlab.data.colour_match import ColourReference, check_colour_match
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import CheckpointError
+
+log = logging.getLogger("pathlab")
 
 # Lightning saves a DataModule's state_dict under its class name; 0.1 called it PathMNISTDataModule.
 _DATAMODULE_KEYS = ("MedMNISTDataModule", "PathMNISTDataModule")
@@ -161,3 +164,30 @@ def with_checkpoint_normalisation(datamodule, trained: TrainedModel, colour_matc
         state["colour_reference"] = trained.colour_reference.to_dict()
     datamodule.load_state_dict(state)
     return datamodule
+
+
+def recorded_datamodule(path: str | Path, **changes: Any):
+    """The DataModule the checkpoint's run used, from its saved arguments (data=synthetic stays
+    synthetic, a local file stays that file), with `changes` (e.g. test_split) applied; None when
+    the checkpoint was written without pathlab's DataModule. eval, gradcam and embed use it unless
+    the command gives data options."""
+    from pathlab.data.datamodule import MedMNISTDataModule
+
+    options = read_checkpoint(path).get("datamodule_hyper_parameters")
+    if not options:
+        return None
+    arguments = {**dict(options), **changes}
+    synthetic = " (synthetic)" if arguments.get("synthetic") else ""
+    log.info(
+        "data: as the checkpoint records it: %s%s in %s; pass data options to use other data",
+        arguments.get("flag"),
+        synthetic,
+        arguments.get("root") or "medmnist's ~/.medmnist",
+    )
+    try:
+        return MedMNISTDataModule(**arguments)
+    except TypeError as exc:
+        raise CheckpointError(
+            f"ckpt_path={path}: its saved data options do not fit this pathlab ({exc}); pass "
+            "the data options of its run, e.g. data.root=DIR data.download=false."
+        ) from None

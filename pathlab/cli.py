@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,14 @@ log = logging.getLogger("pathlab")
 
 def output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def overridden(group: str, overrides: Sequence[str] | None = None) -> bool:
+    """Whether the command (Hydra's task overrides, or `overrides`) sets anything of a config
+    group: `data=synthetic`, `data.root=/d`, `+data.x=1` and `~data.y` all name `data`."""
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return any(o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == group for o in overrides)
 
 
 def instantiate_all(section: DictConfig | None) -> list[Any]:

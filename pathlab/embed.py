@@ -28,8 +28,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pathlab.checkpoint import load_trained_model, read_checkpoint, with_checkpoint_normalisation
-from pathlab.cli import run_task
+from pathlab.checkpoint import (
+    load_trained_model,
+    recorded_datamodule,
+    with_checkpoint_normalisation,
+)
+from pathlab.cli import overridden, run_task
 from pathlab.config import CONF_DIR
 from pathlab.data import MedMNISTDataModule
 from pathlab.data.colour_match import check_colour_match
@@ -52,17 +56,6 @@ from pathlab.terminal import wide_console
 log = logging.getLogger("pathlab")
 
 
-def _overridden(group: str) -> bool:
-    """Whether the command line (or api.embed's overrides) set anything of a config group."""
-    if not HydraConfig.initialized():
-        return False
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key == group or key.startswith(group + "."):
-            return True
-    return False
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -71,30 +64,16 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def checkpoint_datamodule(path: str | Path) -> MedMNISTDataModule:
-    """The DataModule the checkpoint's run trained on, from its saved hyper-parameters."""
-    options = read_checkpoint(path).get("datamodule_hyper_parameters")
-    if not options:
-        raise CheckpointError(
-            f"ckpt_path={path} holds no data options (it was trained without pathlab's "
-            "MedMNISTDataModule); pass the data options of its run, e.g. data.root=DIR "
-            "data.download=false (or data=synthetic ...)."
-        )
-    try:
-        return MedMNISTDataModule(**dict(options))
-    except TypeError as exc:
-        raise CheckpointError(
-            f"ckpt_path={path}: its saved data options do not fit this pathlab ({exc}); pass "
-            "the data options of its run, e.g. data.root=DIR data.download=false."
-        ) from None
-
-
 def from_checkpoint(cfg: DictConfig, device: torch.device):
     """The trained network and its DataModule (normalised and colour-matched as the run)."""
     trained = load_trained_model(cfg.ckpt_path)
-    datamodule = (
-        instantiate(cfg.data) if _overridden("data") else checkpoint_datamodule(cfg.ckpt_path)
-    )
+    datamodule = instantiate(cfg.data) if overridden("data") else recorded_datamodule(cfg.ckpt_path)
+    if datamodule is None:
+        raise CheckpointError(
+            f"ckpt_path={cfg.ckpt_path} holds no data options (it was trained without pathlab's "
+            "MedMNISTDataModule); pass the data options of its run, e.g. data.root=DIR "
+            "data.download=false (or data=synthetic ...)."
+        )
     datamodule = with_checkpoint_normalisation(datamodule, trained, cfg.colour_match)
     datamodule.prepare_data()
     datamodule.setup()
@@ -207,7 +186,7 @@ def embed_splits(
 def embed(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     clock = Stopwatch()
-    with_model = _overridden("model")
+    with_model = overridden("model")
     if cfg.ckpt_path and with_model:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} already gives the network; drop the model=... options "

@@ -10,12 +10,15 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pathlab.checkpoint import load_trained_model, read_checkpoint, with_checkpoint_normalisation
-from pathlab.cli import instantiate_all, run_task
+from pathlab.checkpoint import (
+    load_trained_model,
+    recorded_datamodule,
+    with_checkpoint_normalisation,
+)
+from pathlab.cli import instantiate_all, overridden, run_task
 from pathlab.config import CONF_DIR
 from pathlab.module import PathClassifier
 from pathlab.publish import publish_run
@@ -23,47 +26,23 @@ from pathlab.publish import publish_run
 log = logging.getLogger("pathlab")
 
 
-def _overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def data_options_given(overrides: list[str]) -> bool:
-    """Whether the command names any data option (data=..., data.root=..., +data.x, ~data.y)."""
-    return any(o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == "data" for o in overrides)
-
-
-def eval_datamodule(cfg: DictConfig, overrides: list[str]):
-    """The data to evaluate on: the data set the checkpoint records (its DataModule's saved
-    arguments: data=synthetic stays synthetic, a local file stays that file) unless the command
-    gives data options, which then compose as in training."""
-    recorded = None
-    if not data_options_given(overrides):
-        recorded = read_checkpoint(cfg.ckpt_path).get("datamodule_hyper_parameters")
-    if not recorded:  # told otherwise, or a checkpoint written without a DataModule
-        return instantiate(cfg.data, test_split=cfg.split)
-    from pathlab.data.datamodule import MedMNISTDataModule
-
-    arguments = {**dict(recorded), "test_split": cfg.split}
-    where = arguments.get("root") or "medmnist's ~/.medmnist"
-    synthetic = " (synthetic)" if arguments.get("synthetic") else ""
-    log.info(
-        "data: as the checkpoint records it: %s%s in %s; pass data options to evaluate on other data",
-        arguments.get("flag"),
-        synthetic,
-        where,
+def eval_datamodule(cfg: DictConfig):
+    """The data to evaluate on: the data set the checkpoint records unless the command gives
+    data options, which then compose as in training (as also without a recorded DataModule)."""
+    recorded = (
+        None if overridden("data") else recorded_datamodule(cfg.ckpt_path, test_split=cfg.split)
     )
-    return MedMNISTDataModule(**arguments)
+    return recorded or instantiate(cfg.data, test_split=cfg.split)
 
 
-def eval_tta(cfg: DictConfig, datamodule, overrides: list[str]) -> dict[str, Any] | None:
+def eval_tta(cfg: DictConfig, datamodule) -> dict[str, Any] | None:
     """The tta group as composed; `tta=auto` on the checkpoint's own data follows that data
     set's symmetry (the composed default follows conf/eval.yaml's data group instead)."""
     if not cfg.get("tta"):
         return None
     tta = OmegaConf.to_container(cfg.tta, resolve=True)
-    told = any(o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == "tta" for o in overrides)
     symmetry = getattr(datamodule, "hparams", {}).get("symmetry")
-    if not told and not data_options_given(overrides) and symmetry:
+    if not overridden("tta") and not overridden("data") and symmetry:
         tta["views"] = symmetry
     return tta
 
@@ -73,12 +52,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     trained = load_trained_model(cfg.ckpt_path)
     datamodule = with_checkpoint_normalisation(
-        eval_datamodule(cfg, _overrides()), trained, cfg.get("colour_match", "auto")
+        eval_datamodule(cfg), trained, cfg.get("colour_match", "auto")
     )
     model = PathClassifier.for_inference(
         trained,
         info=datamodule.info,
-        tta=eval_tta(cfg, datamodule, _overrides()),
+        tta=eval_tta(cfg, datamodule),
         channels_last=cfg.get("channels_last", True),
         inference_precision=str(cfg.get("inference_precision", "32")),
     )

@@ -19,8 +19,12 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from pathlab.checkpoint import load_trained_model, with_checkpoint_normalisation
-from pathlab.cli import run_task
+from pathlab.checkpoint import (
+    load_trained_model,
+    recorded_datamodule,
+    with_checkpoint_normalisation,
+)
+from pathlab.cli import overridden, run_task
 from pathlab.config import CONF_DIR
 from pathlab.data.augment import to_float_nchw
 from pathlab.errors import ConfigError
@@ -80,7 +84,9 @@ def gradcam(cfg: DictConfig) -> dict[str, Any]:
     if options.target not in ("predicted", "true"):
         raise ConfigError(f"gradcam.target={options.target!r} is unknown; use predicted or true.")
     trained = load_trained_model(cfg.ckpt_path)
-    datamodule = with_checkpoint_normalisation(instantiate(cfg.data), trained)
+    # the checkpoint's own data set unless the command gives data options (as eval and embed)
+    recorded = None if overridden("data") else recorded_datamodule(cfg.ckpt_path)
+    datamodule = with_checkpoint_normalisation(recorded or instantiate(cfg.data), trained)
     datamodule.prepare_data()
     datamodule.setup()
     info = datamodule.info

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pathlab import api
-from pathlab.eval import data_options_given
+from pathlab.cli import overridden
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,7 @@ from pathlab.eval import data_options_given
     ],
 )
 def test_which_commands_give_data_options(overrides, given):
-    assert data_options_given(overrides) is given
+    assert overridden("data", overrides) is given
 
 
 @pytest.mark.slow
@@ -37,3 +37,22 @@ def test_eval_without_data_options_reproduces_the_runs_test(trained_run, tmp_pat
     )
     for key in ("test/acc", "test/auc", "test/acc_no_tta"):
         assert evaluated["metrics"][key] == pytest.approx(trained["metrics"][key], abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_gradcam_without_data_options_shows_the_runs_own_test_images(trained_run, tmp_path):
+    """The walk: gradcam of the tiny run's checkpoint tried to download PathMNIST, and with
+    data=synthetic used the default 6000/1000/1000 set, not the run's 360/120/120."""
+    import csv
+
+    from pathlab.data.info import DatasetInfo
+
+    run_dir, _ = trained_run
+    with (run_dir / "predictions.csv").open() as f:
+        true = {int(row["index"]): int(row["true"]) for row in csv.DictReader(f)}
+    names = DatasetInfo.create("pathmnist").class_names
+    shown = api.gradcam(
+        [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}"], output_dir=tmp_path / "cam"
+    )["images"]
+    assert shown and len(true) == 120
+    assert all(names[true[image["index"]]] == image["true"] for image in shown)
