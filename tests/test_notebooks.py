@@ -10,7 +10,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["01_explore_pathmnist", "02_train_and_evaluate", "03_compare_runs"]
+NAMES = ["01_explore_pathmnist", "02_train_and_evaluate", "03_compare_runs", "04_python_api"]
 
 
 def test_all_notebooks_are_listed():
