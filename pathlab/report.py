@@ -97,6 +97,26 @@ def with_tta(predictions: Predictions, tta: str | None, folder: Path) -> tuple[P
     return dataclasses.replace(predictions, tta=name, views=views), line
 
 
+REBUILT = "rebuilt"
+
+
+def default_out(source: Path) -> Path:
+    """Where a rebuild without --out goes: beside the predictions file, unless a run's own report
+    is there (report.json with its protocol): that report holds what predictions.csv alone cannot
+    give (the protocol, the numbers without TTA), so it is kept and the rebuild goes to rebuilt/."""
+    try:
+        run_report = "protocol" in json.loads((source / "report.json").read_text())
+    except (OSError, ValueError, TypeError):
+        run_report = False
+    if not run_report:
+        return source
+    print(
+        f"{source} holds its run's own report (protocol, numbers without TTA), which is kept; "
+        f"the rebuild goes to {source / REBUILT} (--out DIR to choose)"
+    )
+    return source / REBUILT
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pathlab.report",
@@ -105,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "predictions", help="a pathlab predictions.csv (index, true, pred, prob_<class>...)"
     )
-    parser.add_argument("--out", help="output folder (default: the folder of the predictions file)")
+    parser.add_argument(
+        "--out",
+        help="output folder (default: the folder of the predictions file, or its rebuilt/ where "
+        "a run's own report is there, which is kept)",
+    )
     parser.add_argument(
         "--run",
         help="run name in the report title and the MedMNIST result file (default: the folder name)",
@@ -131,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         check_columns(args.predictions, args.flag)
         predictions = read_predictions(args.predictions, args.split, args.flag)
         source = Path(args.predictions).resolve().parent
-        out = Path(args.out) if args.out else source
+        out = Path(args.out) if args.out else default_out(source)
         predictions, tta_line = with_tta(predictions, args.tta, source)
         published = publish_report(
             out,

@@ -3,6 +3,9 @@ with (read from the run's report beside them, or --tta), never "none" by default
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
@@ -47,3 +50,22 @@ def test_a_lone_predictions_file_says_the_tta_is_not_recorded(run_dir, tmp_path)
     assert "not recorded" in _tta_line(lone) and "none" not in _tta_line(lone)
     assert main([str(lone / "predictions.csv"), "--tta", "rot4"]) == 0
     assert _tta_line(lone).startswith("- TTA: rot4 (4 views")
+
+
+def test_a_rebuild_keeps_the_runs_own_report_and_writes_beside_it(run_dir, tmp_path, capsys):
+    """The walk: a rebuild in the run's folder replaced report.md/json and lost the protocol card
+    and the numbers without TTA, which predictions.csv alone cannot give back."""
+    from pathlab.predictions import read_predictions
+
+    run = tmp_path / "with_protocol"
+    record = dataclasses.replace(
+        read_predictions(run_dir / "predictions.csv", "test"), tta="d4", views=8
+    )
+    publish_report(run, record, bootstrap=0, protocol={"title": "resnet18 run", "seed": 3})
+    before = (run / "report.json").read_text()
+    assert json.loads(before)["protocol"]["seed"] == 3
+    assert main([str(run / "predictions.csv")]) == 0
+    assert (run / "report.json").read_text() == before  # kept, byte for byte
+    assert "protocol" not in json.loads((run / "rebuilt" / "report.json").read_text())
+    assert _tta_line(run / "rebuilt").startswith("- TTA: d4 (8 views")  # read from the run's
+    assert f"the rebuild goes to {run / 'rebuilt'}" in capsys.readouterr().out
