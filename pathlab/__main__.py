@@ -1,7 +1,8 @@
 """`python -m pathlab [ENTRY] [overrides]`: ENTRY is one of pathlab's entry points (train, eval,
 predict, export, explore, gradcam, embed, probe, report, summarize, compare, bench); without one
-it trains.
-`python -m pathlab --help` prints the overview of every entry point (conf/hydra/help/pathlab.yaml)."""
+it trains (`python -m pathlab experiment=fast_cpu`). `python -m pathlab` alone, or with --help,
+prints the overview of every entry point (conf/hydra/help/pathlab.yaml): a bare command started
+a default run that downloads PathMNIST, where a newcomer expected to be told what there is."""
 
 import runpy
 import sys
@@ -13,6 +14,8 @@ ENTRY_POINTS = (
 
 
 def main() -> None:
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")
     name = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in ENTRY_POINTS else "train"
     if len(sys.argv) > 1 and sys.argv[1] == name:
         del sys.argv[1]

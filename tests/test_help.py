@@ -29,16 +29,23 @@ def test_every_hydra_entry_point_has_the_overview(entry):
     assert template.index(header) < template.index("$APP_CONFIG_GROUPS")
 
 
-def test_python_m_pathlab_help_prints_the_overview_then_the_groups():
-    """The process boundary is what is tested: Hydra renders --help and exits."""
+@pytest.mark.parametrize("args", [["--help"], []])
+def test_python_m_pathlab_help_prints_the_overview_then_the_groups(args, tmp_path):
+    """The process boundary is what is tested: Hydra renders --help and exits. The bare command
+    prints the same instead of starting a default run (a download of PathMNIST)."""
     out = subprocess.run(
-        [sys.executable, "-m", "pathlab", "--help"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "pathlab", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert text.startswith("pathlab.train: ")
     assert text.index("Presets: experiment=") < text.index("== Configuration groups")
     assert "experiment: demo, fast_cpu" in text  # Hydra's group list follows
+    assert list(tmp_path.iterdir()) == []  # no run started: no outputs/
 
 
 def test_python_m_pathlab_runs_the_named_entry_point():
