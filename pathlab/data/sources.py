@@ -70,6 +70,15 @@ def ensure_npz(
     """Path of the npz file, downloading it (with medmnist's MD5 check) when asked and needed."""
     root = Path(root).expanduser() if root else default_root()
     path = root / npz_filename(flag, size)
+    if root.is_file():  # the npz itself was passed: data.root takes the folder that holds it
+        fix = (
+            f"pass data.root={root.parent}"
+            if root.name == path.name
+            else f"put the file into a folder as {path.name} and pass that folder"
+        )
+        raise DataError(
+            f"data.root={root} is a file; data.root is the folder that holds {path.name}: {fix}."
+        )
     if not download:
         if not root.is_dir():
             raise DataError(

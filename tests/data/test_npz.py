@@ -110,6 +110,24 @@ def test_missing_root_and_missing_file(tmp_path):
     assert medmnist.INFO["pathmnist"]["url"] in message and "data.root=" in message
 
 
+@pytest.mark.parametrize("download", [False, True])
+def test_a_file_as_data_root_is_said_to_be_a_file(tmp_path, download):
+    # the walk: data.root=<the 1k sample's npz> said the path "does not exist"
+    npz = tmp_path / "pathmnist.npz"
+    npz.write_bytes(b"npz")
+    with pytest.raises(DataError) as info:
+        ensure_npz(npz, download=download)
+    assert str(info.value) == (
+        f"data.root={npz} is a file; data.root is the folder that holds pathmnist.npz: "
+        f"pass data.root={tmp_path}."
+    )
+    other = tmp_path / "pathmnist_real_1k.npz"
+    other.write_bytes(b"npz")
+    with pytest.raises(DataError, match="put the file into a folder as pathmnist.npz"):
+        ensure_npz(other, download=download)
+    assert npz.read_bytes() == other.read_bytes() == b"npz"  # nothing touched
+
+
 @pytest.fixture
 def patched_info(monkeypatch):
     """medmnist's INFO entry for pathmnist, made safe to change (offline URL)."""
