@@ -192,7 +192,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     wide_console(soft_wrap=True).print(
         f"{len(decoded.names)} images labelled ({len(decoded.failed)} unreadable{flagged}) with {info.title} "
         f"classes, TTA {views}: {output}\n"
-        f"{summary['images_per_s']} images/s; decoding {decode_s:.2f} s, model {model_s:.2f} s"
+        f"{summary['images_per_s']} images/s; decoding {decode_s:.2f} s, model {model_s:.2f} s\n"
+        f"run dir:     {run_dir} (predict.json, predict.log)"
     )
     return summary
 

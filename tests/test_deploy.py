@@ -125,6 +125,7 @@ def test_predict_on_an_npz_with_tta(test_images, tmp_path):
     )
     summary = json.loads((tmp_path / "run" / "predict.json").read_text())
     assert summary["tta"] == "d4"
+    assert f"run dir:     {tmp_path / 'run'} (predict.json, predict.log)" in done.stdout
 
 
 def test_predict_on_a_missing_input_is_a_clear_error(test_images, tmp_path):
