@@ -94,6 +94,19 @@ def load_run(source: str | Path) -> Compared:
     return Compared(name, source, predictions, _index_column(csv_path), md5)
 
 
+def distinct_names(runs: list[Compared]) -> None:
+    """Runs of one protocol share its title ("resnet18 (...) + CrossEntropyLoss on PathMNIST"):
+    such names get their run dir's name (seeds and swept values are in it), and where that is
+    shared too, their path, so no sentence compares a name with itself."""
+    names = [r.name for r in runs]
+    clash = {n for n in names if names.count(n) > 1}
+    folders = [(r.source if r.source.is_dir() else r.source.parent).name for r in runs]
+    for run, name, folder in zip(runs, names, folders, strict=True):
+        if name in clash:
+            same_folder = list(zip(names, folders, strict=True)).count((name, folder)) > 1
+            run.name = f"{name} ({run.source if same_folder else folder})"
+
+
 def check_same_images(a: Compared, b: Compared) -> None:
     """Refuse a comparison of different images: another split, order or data set."""
     pa, pb = a.predictions, b.predictions
@@ -206,6 +219,7 @@ def compare_runs(
     if n_boot < 1:
         raise ConfigError(f"--bootstrap must be at least 1 resample, got {n_boot}.")
     runs = [load_run(s) for s in sources]
+    distinct_names(runs)
     for other in runs[1:]:
         check_same_images(runs[0], other)  # refuse before any bootstrap is spent
     pairs = [compare_pair(a, b, n_boot, seed) for a, b in itertools.combinations(runs, 2)]

@@ -137,3 +137,25 @@ def test_multi_label_runs(tmp_path):
     assert "balanced_acc_a" not in result and result["delta_auc"] > 0
     assert not math.isnan(result["delong_p"]) and "mcnemar_note" in result
     assert len(result["per_class"]) == info.num_classes
+
+
+def test_runs_of_one_protocol_are_told_apart_by_their_run_dirs(two_runs, tmp_path):
+    """The walk: two seeds of one protocol were both 'resnet18 (...) + CrossEntropyLoss on
+    PathMNIST', and the sentence said that it beats itself."""
+    tmp, y, strong, weak = two_runs
+    title = "resnet18 (cifar stem) + CrossEntropyLoss on PathMNIST"
+    for folder in (strong.parent, weak.parent):
+        (folder / "metrics.json").write_text(json.dumps({"protocol": {"title": title}}))
+    out = tmp_path / "cmp"
+    assert main([str(strong.parent), str(weak.parent), "--out", str(out), "--bootstrap", "50"]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    assert (result["a"], result["b"]) == (f"{title} (strong)", f"{title} (weak)")
+    assert f"{title} (strong) beats {title} (weak) by" in (out / "compare.md").read_text()
+    # the same folder name under two parents: the paths tell them apart
+    again = predictions_file(tmp_path / "elsewhere" / "strong", y, 2.5, seed=1)
+    (again.parent / "metrics.json").write_text(json.dumps({"protocol": {"title": title}}))
+    assert (
+        main([str(strong.parent), str(again.parent), "--out", str(out), "--bootstrap", "50"]) == 0
+    )
+    result = json.loads((out / "compare.json").read_text())
+    assert result["a"] == f"{title} ({strong.parent})" != result["b"]
