@@ -120,7 +120,8 @@ def augmentation_columns(
 
 
 def print_counts(counts: dict[str, np.ndarray], stats: dict[str, Any], info: DatasetInfo) -> None:
-    table = Table(title=f"{info.title} {'labels' if info.multi_label else 'classes'} ({info.task})")
+    name = info.title + (" synthetic look-alike" if stats.get("synthetic") else "")
+    table = Table(title=f"{name} {'labels' if info.multi_label else 'classes'} ({info.task})")
     for column in ("class", "name", *counts):
         table.add_column(column, justify="right" if column in counts else "left")
     for c in range(info.num_classes):
@@ -170,6 +171,8 @@ def explore(cfg: DictConfig) -> dict[str, Any]:
     stats = {
         "source": str(datamodule.npz_path),
         "dataset": info.flag,
+        # the built-in look-alike is not the real data set: the table title says so too
+        "synthetic": bool(datamodule.synthetic),
         "symmetry": info.symmetry,
         "split": "train",
         "images": len(train),

@@ -253,9 +253,13 @@ class RunRecord(L.Callback):
         else:
             checkpoint = "none (validation only)"
         described = describe(module.net)
+        # a synthetic run is not a PathMNIST result: its title and data line say so
+        data_title = module.info.title + (
+            " (synthetic look-alike)" if getattr(datamodule, "synthetic", None) else ""
+        )
         calibration = getattr(module, "calibration_summary", None) or {}
         return {
-            "title": f"{self.preset or model_name} + {loss.split(' ')[0]} on {module.info.title}",
+            "title": f"{self.preset or model_name} + {loss.split(' ')[0]} on {data_title}",
             "model": model_name
             + (
                 f", finetune {model_spec['finetune']}"
@@ -265,7 +269,7 @@ class RunRecord(L.Callback):
             "params": described["parameters"],
             "pretrained": described["pretrained"] or "from scratch",
             "loss": loss,
-            "data": f"{module.info.flag} ({module.info.task}, {module.info.num_classes} classes)",
+            "data": f"{data_title} ({module.info.task}, {module.info.num_classes} classes)",
             "size": f"{module.info.size} px (data.size)",
             "split_sizes": {k: len(v) for k, v in splits.items()},
             "cv": summary.get("cv"),

@@ -78,7 +78,8 @@ def test_cli_prints_the_table(tmp_path, cache_dir):
     done = run_cli("pathlab.explore", *SMALL, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-2000:]
     text = " ".join(done.stdout.split())  # rich wraps lines at the terminal width
-    assert "PathMNIST classes (multi-class)" in text and "normalised batch check: ok" in text
+    assert "PathMNIST synthetic look-alike classes (multi-class)" in text
+    assert "normalised batch check: ok" in text
     assert (tmp_path / "samples.png").is_file()
 
 

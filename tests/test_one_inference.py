@@ -29,6 +29,9 @@ def test_test_eval_predict_onnx_agree(tmp_path, cache_dir):
         protocol["checkpoint"].startswith("last epoch") and "inference 32" in protocol["precision"]
     )
     assert protocol["split_sizes"] == {"train": 360, "val": 120, "test": 120}
+    # built-in data is not PathMNIST: the title and data line say so
+    assert protocol["title"].endswith("on PathMNIST (synthetic look-alike)")
+    assert protocol["data"].startswith("PathMNIST (synthetic look-alike) (multi-class, 9 classes")
     assert "## Protocol" in (run_dir / "report.md").read_text()
 
     trained = load_trained_model(tested)
