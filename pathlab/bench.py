@@ -119,6 +119,8 @@ class Bench:
 
     def __init__(self, overrides: list[str], steps: int, warmup: int, workdir: Path):
         self.cfg = compose_config("train", overrides, workdir / "run")
+        if self.cfg.get("threads"):  # `threads=N` as in training (it was accepted and ignored)
+            torch.set_num_threads(int(self.cfg.threads))
         self.steps, self.warmup, self.workdir = steps, warmup, workdir
         self.datamodule = instantiate(self.cfg.data)
         self.datamodule.prepare_data()

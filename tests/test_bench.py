@@ -24,7 +24,7 @@ CHANNELS_LAST_TOLERANCE = 1e-4
 
 def test_smoke_bench_writes_every_field(tmp_path, cache_dir):
     out = tmp_path / "bench.json"
-    done = run_cli("pathlab.bench", "--smoke", "--out", str(out), timeout=600)
+    done = run_cli("pathlab.bench", "--smoke", "--out", str(out), "threads=1", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["ratios"]) == set(RATIO_KEYS)
@@ -51,6 +51,7 @@ def test_smoke_bench_writes_every_field(tmp_path, cache_dir):
         "gpu",
     ):
         assert key in machine
+    assert machine["torch_threads"] == 1  # threads=1 holds as it does in training
     assert report["precision"] == default_precision("auto")
     memory = report["memory"]
     assert memory["arrays_mb"] > 0 and memory["peak_rss_mb"] >= memory["baseline_rss_mb"]
