@@ -101,8 +101,12 @@ class Group:
         return float(v.std(ddof=1)) if len(v) > 1 else math.nan
 
     def interval(self, metric: str) -> tuple[float, float]:
-        """95% t-interval of the mean over the group's runs (seeds or folds)."""
-        return t_interval(self.values(metric))
+        """95% t-interval of the mean over the group's runs (seeds or folds), cut to the values
+        the metric can take: from 2 runs the t quantile (12.7) reaches past 1 for an accuracy."""
+        lo, hi = t_interval(self.values(metric))
+        if math.isnan(lo) or "loss" in metric:  # a loss has no upper bound
+            return lo, hi
+        return max(lo, -1.0 if "kappa" in metric else 0.0), min(hi, 1.0)
 
     def by_pair(self, metric: str) -> dict[tuple[str, ...], float]:
         return {r.pair_key: r.metrics[metric] for r in self.runs if metric in r.metrics}
@@ -299,20 +303,21 @@ def print_table(groups: list[Group], metrics: list[str]) -> None:
     table = Table(title=f"pathlab summary (mean ± std over {repeats(groups)})")
     table.add_column("group")
     table.add_column("n", justify="right")
-    for m in metrics:
+    for i, m in enumerate(metrics):
         table.add_column(m, justify="right")
+        if i == 0:  # the interval of the metric that ranks, as summary.md gives for every metric
+            table.add_column("95% CI", justify="right")
     for i, g in enumerate(groups):
-        table.add_row(
-            ("★ " if i == 0 and g.runs else "") + g.name,
-            str(len(g.runs)),
-            *(_cell(g, m) for m in metrics),
-        )
+        cells = [_cell(g, m) for m in metrics]
+        if metrics:
+            cells.insert(1, _interval_text(g, metrics[0]).strip() or "–")
+        table.add_row(("★ " if i == 0 and g.runs else "") + g.name, str(len(g.runs)), *cells)
     console = wide_console()
     console.print(table)
     for t in paired_against_best(groups, metrics[0]) if metrics else []:
         console.print(
-            f"vs best on {t['metric']}: {t['group']}: {t['mean_diff']:+.4f} over {t['n']} pairs, "
-            f"{t['test']} p = {t['p']:.3g}"
+            f"{t['group']} vs the best ({t['best']}) on {t['metric']}: best - group = "
+            f"{t['mean_diff']:+.4f} over {t['n']} paired runs, {t['test']} p = {t['p']:.3g}"
         )
     for g in groups:
         for r in g.failed:

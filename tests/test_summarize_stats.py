@@ -111,3 +111,20 @@ def test_the_console_table_keeps_whole_names_in_a_pipe(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mean ± std over seeds" in out and "loss=focal" in out and "loss=ce" in out
     assert "test/f1_macro" in out and "…" not in out
+
+
+def test_two_seeds_interval_stays_within_what_an_accuracy_can_be(tmp_path, capsys):
+    # t(0.975, 1 df) = 12.7: two accuracies 0.95 and 0.99 give a raw interval of [0.716, 1.224]
+    for seed, (a, b) in enumerate(((0.95, 0.90), (0.99, 0.91))):
+        fake_run(tmp_path, f"ce{seed}", ["loss=ce", f"seed={seed}"], {"val/acc": a}, "val/acc")
+        fake_run(tmp_path, f"fo{seed}", ["loss=focal", f"seed={seed}"], {"val/acc": b}, "val/acc")
+    raw_lo, raw_hi = t_interval([0.95, 0.99])
+    assert raw_hi > 1
+    assert main([str(tmp_path)]) == 0
+    row = read_csv(tmp_path / "summary.csv")["loss=ce"]
+    assert float(row["val/acc_ci95_hi"]) == 1.0
+    assert float(row["val/acc_ci95_lo"]) == pytest.approx(raw_lo, abs=1e-6)
+    out = " ".join(capsys.readouterr().out.split())
+    # the console gives the ranking metric's interval and says which way the difference runs
+    assert "95% CI" in out and f"[{raw_lo:.4f}, 1.0000]" in out
+    assert "loss=focal vs the best (loss=ce) on val/acc: best - group = +0.0650 over 2" in out
