@@ -41,7 +41,7 @@ from pathlab.config import compose_config
 from pathlab.data.augment import to_float_nchw
 from pathlab.fileio import atomic_write_json
 from pathlab.hardware import default_precision, machine_info
-from pathlab.models.protocol import describe, parameter_groups
+from pathlab.models.protocol import channels_last_hazards, describe, parameter_groups
 from pathlab.terminal import wide_console
 from pathlab.tta import TestTimeAugmentation
 
@@ -129,7 +129,10 @@ class Bench:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = str(self.cfg.trainer.precision)
         self.batch = self.datamodule.batch_size
-        self.channels_last = bool(self.cfg.get("channels_last", True))
+        # as the training module decides: not where oneDNN's channels-last backward is broken
+        self.channels_last = bool(self.cfg.get("channels_last", True)) and not (
+            channels_last_hazards(self._net(False))
+        )
         train = self.datamodule.splits["train"]
         self.train_images, self.train_labels = train.images, train.labels
         self._naive: Dataset | None = None

@@ -31,7 +31,8 @@ from pathlab.errors import ConfigError
 from pathlab.figures import gradcam_figure, save_png
 from pathlab.fileio import atomic_write_json
 from pathlab.metrics import predicted, probabilities
-from pathlab.models.protocol import gradcam_layer
+from pathlab.terminal import wide_console
+from pathlab.models.protocol import GRADCAM_MIN_MAP, feature_map_sizes, gradcam_layer
 from pathlab.models.protocol import stages as model_stages
 
 
@@ -138,19 +139,29 @@ def gradcam(cfg: DictConfig) -> dict[str, Any]:
         rows[c].append((images[k], maps[k], title, right))
         records.append(record)
     per_row = max(1, options.correct_per_class + options.wrong_per_class)
-    note = f"Grad-CAM at {layer_name}, upsampled to {info.size}x{info.size} px"
+    grid = feature_map_sizes(net, {layer_name: layer}, info.size, info.channels)[layer_name]
+    note = f"Grad-CAM at {layer_name} ({grid}x{grid} maps), upsampled to {info.size}x{info.size} px"
+    if grid < GRADCAM_MIN_MAP:  # auto falls back to the largest maps the model has
+        coarse = (
+            f"Grad-CAM: {layer_name}'s maps are {grid}x{grid}, under {GRADCAM_MIN_MAP}x"
+            f"{GRADCAM_MIN_MAP}: each cell covers {info.size / grid:.0f} px, too coarse to "
+            "localise; pick an earlier stage (gradcam.target_layer) or train at a larger data.size."
+        )
+        wide_console(soft_wrap=True).print(coarse)
     save_png(run_dir / "gradcam.png", gradcam_figure(rows, per_row, note=note))
     summary = {
         "checkpoint": str(cfg.ckpt_path),
         "dataset": info.flag,
         "split": options.split,
         "target_layer": layer_name,
+        "map_size": grid,
         "target": options.target,
         "images": records,
     }
     atomic_write_json(run_dir / "gradcam.json", summary)
-    print(
-        f"Grad-CAM of {len(chosen)} {options.split} images ({layer_name}) written to {run_dir / 'gradcam.png'}"
+    wide_console(soft_wrap=True).print(
+        f"Grad-CAM of {len(chosen)} {options.split} images ({layer_name}, {grid}x{grid} maps) "
+        f"written to {run_dir / 'gradcam.png'}"
     )
     return summary | {"maps": maps}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -17,9 +18,17 @@ from pathlab.data.info import DatasetInfo
 from pathlab.distributed import check_gathered_split
 from pathlab.errors import ConfigError, DataError, TrainingDiverged
 from pathlab.metrics import correct_count, headline_metrics, probabilities
-from pathlab.models.protocol import frozen_norms, parameter_groups, pretrained_normalisation
+from pathlab.models.protocol import (
+    ONEDNN_BLOCK,
+    channels_last_hazards,
+    frozen_norms,
+    parameter_groups,
+    pretrained_normalisation,
+)
 from pathlab.predictions import Predictions
 from pathlab.tta import TestTimeAugmentation
+
+log = logging.getLogger("pathlab")
 
 NAN_CHECK_EVERY = 50
 
@@ -119,7 +128,16 @@ class PathClassifier(L.LightningModule):
         self.optimizer_factory = instantiate(optim) if optim else None
         self.scheduler_factory = instantiate(scheduler) if scheduler else None
         self.tta = instantiate(tta) if tta else TestTimeAugmentation("none")
-        self.channels_last, self.compile_net = channels_last, compile
+        hazards = channels_last_hazards(self.net) if channels_last else []
+        if hazards:  # narrow strided 1x1 convs: oneDNN's channels-last backward is broken there
+            log.info(
+                "channels_last off: %s %s 1x1 stride-2 with under %d input channels "
+                "(oneDNN#6035: wrong gradients or a crash in channels-last layout)",
+                ", ".join(hazards[:3]) + (", ..." if len(hazards) > 3 else ""),
+                "is" if len(hazards) == 1 else "are",
+                ONEDNN_BLOCK,
+            )
+        self.channels_last, self.compile_net = channels_last and not hazards, compile
         self.inference_precision = inference_precision
         self.train_correct, self.train_seen = SumMetric(), SumMetric()
         self.val_history: list[dict[str, float]] = []

@@ -3,6 +3,7 @@ the split; bf16 and channels-last predict what fp32 predicts, within a stated to
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 
@@ -106,3 +107,35 @@ def test_default_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     assert hw.default_precision("cpu") == "32-true"  # AVX512 without BF16: emulated, slower
     assert isinstance(cpu_has_native_bf16(), bool)
+
+
+def test_channels_last_is_kept_only_where_onednn_trains_it_right(caplog):
+    from pathlab.data.info import DatasetInfo
+    from pathlab.models.protocol import channels_last_hazards
+    from pathlab.module import PathClassifier
+
+    # 8 channels into a strided 1x1 downsample: oneDNN#6035 (heap corruption at 64 px here)
+    assert channels_last_hazards(resnet18(9, stem="cifar", width=8)) == [
+        "layer2.0.downsample.0",
+    ]
+    assert channels_last_hazards(resnet18(9, stem="cifar", width=16)) == []
+    info = DatasetInfo.create("pathmnist", 64)
+    with caplog.at_level("INFO", logger="pathlab"):
+        narrow = PathClassifier(info, net=resnet18(9, stem="cifar", width=8), tta="none")
+    assert not narrow.channels_last and "oneDNN#6035" in caplog.text
+    # where it stays on, a training step's gradients are float64's to float32 noise (BN on a
+    # batch of 4 amplifies it to ~1e-3 in either layout; the bug's gradients are off by x100s)
+    torch.manual_seed(0)
+    net = resnet18(9, stem="cifar", width=16, img_size=64)
+    x, y = torch.randn(4, 3, 64, 64), torch.arange(4)
+
+    def grads(model, layout, dtype):
+        model = copy.deepcopy(model).to(dtype=dtype, memory_format=layout)
+        out = model(x.to(dtype).contiguous(memory_format=layout))
+        torch.nn.functional.cross_entropy(out, y).backward()
+        return torch.cat([p.grad.flatten().double() for p in model.parameters()])
+
+    exact = grads(net, torch.contiguous_format, torch.float64)
+    last = grads(net, torch.channels_last, torch.float32)
+    assert PathClassifier(info, net=net, tta="none").channels_last
+    assert (last - exact).norm() / exact.norm() < 1e-2

@@ -18,7 +18,7 @@ from tests.conftest import TINY_RUN
 DATA_ARGS = [a for a in TINY_RUN if a.startswith("data")]
 
 
-def test_gradcam_of_a_trained_model(trained_run, tmp_path):
+def test_gradcam_of_a_trained_model(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     summary = api.gradcam(
         [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", *DATA_ARGS], output_dir=tmp_path
@@ -29,6 +29,10 @@ def test_gradcam_of_a_trained_model(trained_run, tmp_path):
     assert (maps.reshape(len(maps), -1).std(1) > 0).mean() > 0.5  # not constant for most images
     # imagenet stem at 28 px: 7x7 at layer1, the largest maps
     assert summary["target_layer"] == "layer1"
+    # ... which is under 8x8: said on the console, in gradcam.json and on the figure's note
+    assert summary["map_size"] == 7
+    out = " ".join(capsys.readouterr().out.split())
+    assert "layer1's maps are 7x7, under 8x8: each cell covers 4 px, too coarse" in out
     stored = json.loads((tmp_path / "gradcam.json").read_text())
     for name in {img["true"] for img in stored["images"]}:
         rows = [img for img in stored["images"] if img["true"] == name]

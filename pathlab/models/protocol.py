@@ -50,20 +50,49 @@ def gradcam_layer(net: nn.Module, size: int, channels: int) -> tuple[str, nn.Mod
     found = stages(net)
     if not found:
         raise ConfigError(f"Grad-CAM: {type(net).__name__} reports no stages (feature_info).")
-    sizes: dict[str, int] = {}
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, o, n=n: sizes.__setitem__(n, o.shape[-1]))
-        for n, m in found
-    ]
-    was_training = net.training
-    with torch.no_grad():
-        net.eval()(torch.zeros(1, channels, size, size))
-    net.train(was_training)
-    for hook in hooks:
-        hook.remove()
+    sizes = feature_map_sizes(net, dict(found), size, channels)
     return next(
         ((n, m) for n, m in reversed(found) if sizes.get(n, 0) >= GRADCAM_MIN_MAP), found[0]
     )
+
+
+def feature_map_sizes(
+    net: nn.Module, modules: dict[str, nn.Module], size: int, channels: int
+) -> dict[str, int]:
+    """The width of each module's output map for one `size` x `size` input."""
+    sizes: dict[str, int] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, n=n: sizes.__setitem__(n, o.shape[-1]))
+        for n, m in modules.items()
+    ]
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, channels, size, size))
+    finally:
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
+# oneDNN's 1x1 strided convolution writes weight gradients past its workspace in channels-last
+# layout when the input channels fill less than one register block (16 floats with AVX-512, 8 with
+# AVX2): a crash, a hang or silently wrong gradients (uxlfoundation/oneDNN#6035, open). Found here
+# with torch 2.14.1 on an AVX-512 EPYC: an 8-channel ResNet's downsample at 64 px, heap corruption.
+ONEDNN_BLOCK = 16
+
+
+def channels_last_hazards(net: nn.Module) -> list[str]:
+    """The network's convolutions that oneDNN trains wrongly in channels-last layout (above)."""
+    return [
+        name
+        for name, m in net.named_modules()
+        if isinstance(m, nn.Conv2d)
+        and m.kernel_size == (1, 1)
+        and max(m.stride) > 1
+        and m.in_channels // m.groups < ONEDNN_BLOCK
+    ]
 
 
 def pooled_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
