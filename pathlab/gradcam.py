@@ -31,9 +31,9 @@ from pathlab.errors import ConfigError
 from pathlab.figures import gradcam_figure, save_png
 from pathlab.fileio import atomic_write_json
 from pathlab.metrics import predicted, probabilities
-from pathlab.terminal import wide_console
 from pathlab.models.protocol import GRADCAM_MIN_MAP, feature_map_sizes, gradcam_layer
 from pathlab.models.protocol import stages as model_stages
+from pathlab.terminal import wide_console
 
 
 def choose_layer(net: nn.Module, name: str, size: int, channels: int = 3) -> tuple[str, nn.Module]:
