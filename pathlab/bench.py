@@ -158,8 +158,8 @@ class Bench:
         n = self.batch * (self.warmup + self.steps)
         index = torch.randint(0, len(self.train_labels), (n,))
         x = self.datamodule.normalize(to_float_nchw(self.train_images[index])).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = x.clone(memory_format=layout)  # as PathClassifier.forward
         y = self.train_labels[index].to(self.device)
         batches = list(zip(x.split(self.batch), y.split(self.batch), strict=True))
         start = 0.0

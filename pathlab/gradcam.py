@@ -56,6 +56,7 @@ def grad_cam_maps(
     net: nn.Module, layer: nn.Module, x: torch.Tensor, classes: list[int]
 ) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in [0, 1], at the input's resolution."""
+    x = x.clone(memory_format=torch.contiguous_format)  # NCHW for oneDNN: see channels_last_hazards
     with GradCAM(model=net.eval(), target_layers=[layer]) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes])
 

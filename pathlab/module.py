@@ -223,6 +223,9 @@ class PathClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        else:  # images stored HWC arrive channels-last strided (one channel: contiguous() keeps
+            # those strides), and a convolution follows its input: off must reach oneDNN as NCHW
+            x = x.clone(memory_format=torch.contiguous_format)
         return self.__dict__.get("_compiled_net", self.net)(x)
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
