@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -51,3 +52,20 @@ class EMAWeights(EMAWeightAveraging):
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class LearningRateMonitor(callbacks.LearningRateMonitor):
+    """Lightning's learning-rate logger, idle where the Trainer has no logger (`logger=False`
+    in a plain Trainer with `run_callbacks`), where Lightning's raises at the start of fit."""
+
+    def on_train_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)

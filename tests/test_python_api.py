@@ -86,3 +86,28 @@ def test_testing_an_earlier_checkpoint_keeps_the_runs_validation_history(tmp_pat
     assert base["val_last_epoch"] == history[1] and base["best_epoch"] == 0
     # the report and the console count epochs from 1, as the epoch log does ("epoch 1/2")
     assert human_epoch(base) == "1/2"
+
+
+def test_run_callbacks_on_a_trainer_without_a_logger(synthetic_root, tmp_path, cache_dir):
+    # Lightning's LearningRateMonitor raised at fit start on `logger=False`
+    dm = MedMNISTDataModule(root=str(synthetic_root), download=False, batch_size=64)
+    model = PathClassifier.for_data(
+        dm,
+        model={
+            "_target_": "pathlab.models.resnet18",
+            "num_classes": 9,
+            "stem": "imagenet",
+            "width": 8,
+        },
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        callbacks=run_callbacks(tmp_path, expect_test=False),
+        logger=False,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+    )
+    trainer.fit(model, datamodule=dm)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["status"] == "completed" and (tmp_path / "checkpoints" / "last.ckpt").is_file()
