@@ -21,7 +21,7 @@ from pathlab.deploy import FORMATS, example_input, export, run_exported
 from pathlab.errors import ConfigError, PathlabError
 from pathlab.fileio import atomic_write_json
 from pathlab.module import PathClassifier
-from pathlab.terminal import wide_console
+from pathlab.terminal import say
 
 
 class ParityError(PathlabError):
@@ -65,10 +65,15 @@ def export_model(cfg: DictConfig) -> dict[str, Any]:
             f"{path} gives probabilities up to {difference:.2e} away from the Lightning model "
             f"(tolerance {cfg.parity_tolerance}); do not ship it. Report this with export.json."
         )
-    wide_console(soft_wrap=True).print(
+    say(
         f"{cfg.format} model written to {', '.join(str(f) for f in files)} (+ .json sidecar: "
         f"copy them together); parity with the Lightning model on {cfg.parity_images} images: "
         f"max |difference| {difference:.1e}"
+        + (
+            "\nTorchScript is deprecated in PyTorch (torch.jit): prefer format=onnx for new uses"
+            if cfg.format == "torchscript"
+            else ""
+        )
     )
     return summary
 

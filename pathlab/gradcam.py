@@ -33,7 +33,7 @@ from pathlab.fileio import atomic_write_json
 from pathlab.metrics import predicted, probabilities
 from pathlab.models.protocol import GRADCAM_MIN_MAP, feature_map_sizes, gradcam_layer
 from pathlab.models.protocol import stages as model_stages
-from pathlab.terminal import wide_console
+from pathlab.terminal import say
 
 
 def choose_layer(net: nn.Module, name: str, size: int, channels: int = 3) -> tuple[str, nn.Module]:
@@ -148,7 +148,7 @@ def gradcam(cfg: DictConfig) -> dict[str, Any]:
             f"{GRADCAM_MIN_MAP}: each cell covers {info.size / grid:.0f} px, too coarse to "
             "localise; pick an earlier stage (gradcam.target_layer) or train at a larger data.size."
         )
-        wide_console(soft_wrap=True).print(coarse)
+        say(coarse)
     save_png(run_dir / "gradcam.png", gradcam_figure(rows, per_row, note=note))
     summary = {
         "checkpoint": str(cfg.ckpt_path),
@@ -160,7 +160,7 @@ def gradcam(cfg: DictConfig) -> dict[str, Any]:
         "images": records,
     }
     atomic_write_json(run_dir / "gradcam.json", summary)
-    wide_console(soft_wrap=True).print(
+    say(
         f"Grad-CAM of {len(chosen)} {options.split} images ({layer_name}, {grid}x{grid} maps) "
         f"written to {run_dir / 'gradcam.png'}"
     )

@@ -29,7 +29,7 @@ from pathlab.errors import DataError
 from pathlab.fileio import atomic_write_json, atomic_write_text
 from pathlab.images import DecodedImages, find_images, read_image_files
 from pathlab.metrics import predicted
-from pathlab.terminal import wide_console
+from pathlab.terminal import say
 
 SMALL_SET = 100  # colour_match=set warns below this many images (noisy colour statistics)
 
@@ -189,7 +189,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     }
     atomic_write_json(run_dir / "predict.json", summary)
     flagged = f", {len(decoded.warnings)} with a warning" if decoded.warnings else ""
-    wide_console(soft_wrap=True).print(
+    say(
         f"{len(decoded.names)} images labelled ({len(decoded.failed)} unreadable{flagged}) with {info.title} "
         f"classes, TTA {views}: {output}\n"
         f"{summary['images_per_s']} images/s; decoding {decode_s:.2f} s, model {model_s:.2f} s\n"

@@ -11,7 +11,9 @@ Each entry names a message that says nothing about the run and repeats on every 
 - the `srun` hint, printed whenever a machine has SLURM installed, also on login nodes and
   under submitit, which starts its tasks through srun itself;
 - the ONNX exporter's optimiser passes (onnxscript, onnx_ir), which log every pass at INFO
-  (about 20 lines per export) under Hydra's INFO root logger; their warnings still show.
+  (about 20 lines per export) under Hydra's INFO root logger; their warnings still show;
+- torch.jit's FutureWarnings (trace, trace_method, save, load: four per TorchScript export,
+  each with its source line): `pathlab.export format=torchscript` says it once, in its words.
 
 Real warnings (a small logging interval, a class absent from a split, ...) are left alone.
 """
@@ -26,6 +28,7 @@ WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     (r"Precision \S+ is not supported by the model summary", UserWarning),
     (r"The `srun` command is available on your system but is not used", Warning),
+    (r"`torch\.jit\.\w+` is deprecated", FutureWarning),
 )
 # the start of Lightning's advertising lines, logged (not warned) by rank_zero_info
 TIP_PREFIX = "💡 Tip:"

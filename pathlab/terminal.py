@@ -14,3 +14,15 @@ PIPED_WIDTH = 160
 def wide_console(**kwargs) -> Console:
     """A terminal wraps at its own width; a pipe or a log file gets PIPED_WIDTH columns."""
     return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH, **kwargs)
+
+
+def say(message: str) -> None:
+    """An entry point's closing lines: on the console (whole lines, as above) and in the run's
+    <task>.log (Hydra's file handler), which held only warnings for export, predict, gradcam."""
+    import logging
+
+    wide_console(soft_wrap=True).print(message)
+    record = logging.LogRecord("pathlab", logging.INFO, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
