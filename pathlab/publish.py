@@ -71,7 +71,7 @@ PROTOCOL_ROWS = (
 def _fmt(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return f"{value:.4f}"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"  # a count stays a count
 
 
 def _interval(ci: list[float] | None, digits: int = 4) -> str:

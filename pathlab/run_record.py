@@ -170,7 +170,8 @@ class RunRecord(L.Callback):
             last_checkpoint=last,
             interrupted_checkpoint=now,
             resume=resume,
-            metrics=dict(module.val_history[-1]) if module.val_history else {},
+            # the last validation's metrics; its epoch is epochs_completed (counted from 1)
+            metrics={k: v for k, v in (module.val_history or [{}])[-1].items() if "/" in k},
             wall_time_s=round(time.perf_counter() - self.started, 2),
         )
         self.interrupt_message = (

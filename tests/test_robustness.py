@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,9 @@ def test_sigterm_saves_and_the_resumed_run_ends_where_an_uninterrupted_one_does(
     assert "ckpt_path=last" in stopped["resume"] and str(run_dir) in stopped["resume"]
     epochs_done = stopped["epochs_completed"]
     assert 1 <= epochs_done < 4
+    # the last validation's metrics; the epoch is epochs_done (the table said "epoch 3.0000")
+    assert "val/auc" in stopped["metrics"] and "epoch" not in stopped["metrics"]
+    assert "val/auc" in out and not re.search(r"\bepoch\b\W+\d+\.0000", out)
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == epochs_done - 1
 
     resumed = run_and_read("pathlab.train", run_dir, *RESUMABLE, "ckpt_path=last")
