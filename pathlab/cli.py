@@ -75,6 +75,15 @@ def require_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"{names} {verb} required and not given: pass {what}.")
 
 
+def use_threads(cfg: DictConfig) -> None:
+    """`threads=N`: torch's CPU threads for eval and predict, as train sets them (train also
+    splits the cores between joblib's jobs)."""
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
+
+
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run an entry point's task; a user error (PathlabError) ends it with its message alone, exit 2
     (Ctrl-C: one line, exit 130).

@@ -48,13 +48,13 @@ def test_test_eval_predict_onnx_agree(tmp_path, cache_dir):
     from pathlab.config import compose_config
     from pathlab.predict import predict
 
-    predict(
-        compose_config(
-            "predict",
-            [f"ckpt_path={tested}", f"input={npz}", "tta=none", f"output={tmp_path / 'p.csv'}"],
-            tmp_path / "predict",
-        )
-    )
+    threads = torch.get_num_threads()
+    overrides = [f"ckpt_path={tested}", f"input={npz}", "tta=none", f"output={tmp_path / 'p.csv'}"]
+    try:
+        predict(compose_config("predict", [*overrides, "threads=1"], tmp_path / "predict"))
+        assert torch.get_num_threads() == 1  # threads=N holds in predict as in train
+    finally:
+        torch.set_num_threads(threads)
     predicted = pd.read_csv(tmp_path / "p.csv").filter(like="prob_").to_numpy()
     np.testing.assert_allclose(predicted, run_probs, atol=1e-5)
 
