@@ -275,7 +275,11 @@ class PathClassifier(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, index = batch
-        logits = self(x).float()
+        # in the one inference precision (fp32 unless inference_precision=bf16), not the training
+        # autocast: best.ckpt is chosen on the numbers eval gives for the same weights (bf16
+        # validation flipped an image of 120 against eval on an AVX512-BF16 CPU)
+        with self.inference():
+            logits = self(x.float()).float()
         self._val_batches.append((logits, y, index))
 
     def _gathered(self, batches: list[tuple[torch.Tensor, ...]]) -> list:
