@@ -13,6 +13,14 @@ from pathlab.api import evaluate
 from pathlab.checkpoint import load_trained_model
 from pathlab.config import compose_config
 
+# a ResNet-18 small enough for a few CPU steps, given as a plain model spec (no Hydra)
+TINY_RESNET = {
+    "_target_": "pathlab.models.resnet18",
+    "num_classes": 9,
+    "stem": "imagenet",
+    "width": 8,
+}
+
 
 def test_plain_trainer_run_dir_and_reload(synthetic_root, tmp_path, cache_dir):
     run_dir = tmp_path / "py"
@@ -23,15 +31,7 @@ def test_plain_trainer_run_dir_and_reload(synthetic_root, tmp_path, cache_dir):
     )
     assert dm.info.symmetry == cli.data.symmetry == "d4"
     assert dm.hparams.augment == {k: v for k, v in cli.data.augment.items()}
-    model = PathClassifier.for_data(
-        dm,
-        model={
-            "_target_": "pathlab.models.resnet18",
-            "num_classes": 9,
-            "stem": "imagenet",
-            "width": 8,
-        },
-    )
+    model = PathClassifier.for_data(dm, model=TINY_RESNET)
     default = PathClassifier(dm.info)
     assert default.hparams.model == {
         k: v for k, v in json.loads(json.dumps(dict(cli.model))).items()
@@ -91,15 +91,7 @@ def test_testing_an_earlier_checkpoint_keeps_the_runs_validation_history(tmp_pat
 def test_run_callbacks_on_a_trainer_without_a_logger(synthetic_root, tmp_path, cache_dir):
     # Lightning's LearningRateMonitor raised at fit start on `logger=False`
     dm = MedMNISTDataModule(root=str(synthetic_root), download=False, batch_size=64)
-    model = PathClassifier.for_data(
-        dm,
-        model={
-            "_target_": "pathlab.models.resnet18",
-            "num_classes": 9,
-            "stem": "imagenet",
-            "width": 8,
-        },
-    )
+    model = PathClassifier.for_data(dm, model=TINY_RESNET)
     trainer = L.Trainer(
         max_epochs=1,
         limit_train_batches=2,
