@@ -36,7 +36,7 @@ from PIL import Image
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
-from pathlab.cli import build_model
+from pathlab.cli import build_model, use_threads
 from pathlab.config import compose_config
 from pathlab.data.augment import to_float_nchw
 from pathlab.fileio import atomic_write_json
@@ -119,8 +119,7 @@ class Bench:
 
     def __init__(self, overrides: list[str], steps: int, warmup: int, workdir: Path):
         self.cfg = compose_config("train", overrides, workdir / "run")
-        if self.cfg.get("threads"):  # `threads=N` as in training (it was accepted and ignored)
-            torch.set_num_threads(int(self.cfg.threads))
+        use_threads(self.cfg)  # `threads=N` as in training (it was accepted and ignored)
         self.steps, self.warmup, self.workdir = steps, warmup, workdir
         self.datamodule = instantiate(self.cfg.data)
         self.datamodule.prepare_data()

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pathlab.data.info import DatasetInfo
 from pathlab.errors import ConfigError, find_pathlab_error, interrupted_message
 from pathlab.module import PathClassifier
+from pathlab.terminal import to_log_file
 
 log = logging.getLogger("pathlab")
 
@@ -40,14 +41,6 @@ def instantiate_all(section: DictConfig | None) -> list[Any]:
     return [
         instantiate(conf) for conf in section.values() if conf is not None and "_target_" in conf
     ]
-
-
-def _to_log_file(message: str) -> None:
-    """Record a message in the run's log file only (the console gets it once, on stderr)."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
 
 
 # what each required setting (`???` in conf/) takes, for the line that asks for it
@@ -76,8 +69,8 @@ def require_settings(cfg: DictConfig) -> None:
 
 
 def use_threads(cfg: DictConfig) -> None:
-    """`threads=N`: torch's CPU threads for eval and predict, as train sets them (train also
-    splits the cores between joblib's jobs)."""
+    """`threads=N`: torch's CPU threads for eval, predict and bench, as train sets them (train
+    also splits the cores between joblib's jobs)."""
     if cfg.get("threads"):
         import torch
 
@@ -95,7 +88,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         return task(cfg)
     except KeyboardInterrupt:  # Ctrl-C outside training (which says how to resume): one line
         message = f"pathlab: error: {interrupted_message(task.__module__)}"
-        _to_log_file(message)
+        to_log_file(message, logging.ERROR)  # the console gets it on stderr
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         print(f"\n{message}\n", file=sys.stderr)
@@ -106,7 +99,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if error is None:
             log.exception("run failed; what it wrote so far is in %s", where)
             raise
-        _to_log_file(f"pathlab: error: {error}")
+        to_log_file(f"pathlab: error: {error}", logging.ERROR)
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if multirun:
             raise

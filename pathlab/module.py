@@ -131,7 +131,7 @@ class PathClassifier(L.LightningModule):
         hazards = channels_last_hazards(self.net) if channels_last else []
         if hazards:  # narrow strided 1x1 convs: oneDNN's channels-last backward is broken there
             log.info(
-                "channels_last off: %s %s 1x1 stride-2 with under %d input channels "
+                "channels_last off: %s %s strided 1x1 with under %d input channels "
                 "(oneDNN#6035: wrong gradients or a crash in channels-last layout)",
                 ", ".join(hazards[:3]) + (", ..." if len(hazards) > 3 else ""),
                 "is" if len(hazards) == 1 else "are",

@@ -16,13 +16,20 @@ def wide_console(**kwargs) -> Console:
     return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH, **kwargs)
 
 
-def say(message: str) -> None:
-    """An entry point's closing lines: on the console (whole lines, as above) and in the run's
-    <task>.log (Hydra's file handler), which held only warnings for export, predict, gradcam."""
+def to_log_file(message: str, level: int) -> None:
+    """Record a message in the run's <task>.log only (Hydra's file handler), not the console."""
     import logging
 
-    wide_console(soft_wrap=True).print(message)
-    record = logging.LogRecord("pathlab", logging.INFO, __file__, 0, message, None, None)
+    record = logging.LogRecord("pathlab", level, __file__, 0, message, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def say(message: str) -> None:
+    """An entry point's closing lines: on the console (whole lines, as above) and in the run's
+    <task>.log, which held only warnings for export, predict, gradcam."""
+    import logging
+
+    wide_console(soft_wrap=True).print(message)
+    to_log_file(message, logging.INFO)
