@@ -359,8 +359,14 @@ def publish_report(
     pngs = {f"{name}.png": png_bytes(fig) for name, fig in figures.items()}
     plural = "s" if predictions.views > 1 else ""
     tta = f"{predictions.tta} ({predictions.views} view{plural}, probabilities averaged)"
+    kind = "labels" if info.multi_label else "classes"
     info_lines = {
-        "data set": f"{info.title}, {info.task}, {info.num_classes} {'labels' if info.multi_label else 'classes'}",
+        # the protocol card names the data set (and says when it is the synthetic look-alike)
+        **(
+            {}
+            if protocol and protocol.get("data")
+            else {"data set": f"{info.title}, {info.task}, {info.num_classes} {kind}"}
+        ),
         "split": split,
         "images": overall["n"],
         "TTA": tta,

@@ -32,7 +32,11 @@ def test_test_eval_predict_onnx_agree(tmp_path, cache_dir):
     # built-in data is not PathMNIST: the title and data line say so
     assert protocol["title"].endswith("on PathMNIST (synthetic look-alike)")
     assert protocol["data"].startswith("PathMNIST (synthetic look-alike) (multi-class, 9 classes")
-    assert "## Protocol" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "## Protocol" in report
+    # no second data line under the card calling it plain "PathMNIST"
+    assert "| data set | PathMNIST (synthetic look-alike)" in report
+    assert "- data set:" not in report
 
     trained = load_trained_model(tested)
     assert trained.calibration["method"] == "temperature"
