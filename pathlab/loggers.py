@@ -39,6 +39,8 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from pathlab.errors import ConfigError
+from pathlab.network import unreachable
+from pathlab.terminal import installed_command
 
 log = logging.getLogger("pathlab")
 
@@ -568,7 +570,7 @@ class TensorBoardLogger(RunLogger, _TensorBoardLogger):
 
     def open_command(self) -> str:
         logdir = (self.identity and self.identity.sweep_dir) or self.save_dir
-        return f"tensorboard --logdir {logdir}"
+        return f"{installed_command('tensorboard')} --logdir {logdir}"
 
 
 @contextlib.contextmanager
@@ -617,6 +619,13 @@ class MLflowLogger(RunLogger, _MLFlowLogger):
         **kwargs: Any,
     ):
         self.run_dir, self.local_store = Path(run_dir), None
+        down = tracking_uri and unreachable(tracking_uri)
+        if down:  # MLflow would retry for over 4 minutes, then raise a chain of tracebacks
+            raise ConfigError(
+                f"the MLflow tracking server {tracking_uri} cannot be reached ({down}). Start "
+                "it, or fix logger.mlflow.tracking_uri (or $MLFLOW_TRACKING_URI); without a "
+                "tracking URI the run logs to a SQLite store in its own dir."
+            )
         if not tracking_uri:
             self.local_store = mlflow_store(run_dir, sweep_dir)
             tracking_uri = f"sqlite:///{self.local_store / 'mlflow.db'}"
@@ -680,7 +689,7 @@ class MLflowLogger(RunLogger, _MLFlowLogger):
 
     def open_command(self) -> str:
         if self.local_store is not None:
-            return f"mlflow ui --backend-store-uri sqlite:///{self.local_store / 'mlflow.db'}"
+            return f"{installed_command('mlflow')} ui --backend-store-uri sqlite:///{self.local_store / 'mlflow.db'}"
         return f"MLflow at {self._tracking_uri}, run {self._run_id}"
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from pathlab.figures import save_png
 from pathlab.fileio import atomic_write_text
 from pathlab.optuna_study import load_study_dir, study_storage_url, trial_rows
-from pathlab.terminal import wide_console
+from pathlab.terminal import installed_command, wide_console
 
 
 def _fmt(value: Any) -> str:
@@ -43,7 +43,7 @@ def study_markdown(study, info: dict, rows: list[dict], metrics: Sequence[str], 
         f"## Study {study.study_name}",
         "",
         f"{len(rows)} trials ({done} complete), {study.direction.name.lower()} {objective}; "
-        f"best first. Open it with `optuna-dashboard {where}`.",
+        f"best first. Open it with `{installed_command('optuna-dashboard')} {where}`.",
         "",
         f"Fixed overrides: `{' '.join(info.get('fixed_overrides', []))}`",
         "",

@@ -32,7 +32,7 @@ from pathlab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_t
 from pathlab.loggers import RunLogger, TensorBoardLogger, result_scalars
 from pathlab.metrics import classification_report, headline, logged_scalars
 from pathlab.predictions import PREDICTIONS_FILE, Predictions
-from pathlab.terminal import wide_console
+from pathlab.terminal import installed_command, wide_console
 
 OVERALL_ROWS = (
     ("acc", "ACC (MedMNIST)"),
@@ -530,4 +530,4 @@ def print_metrics(
     if report:
         console.print(f"report:      {run_dir / 'report.md'} (figures beside it)")
     if next(run_dir.rglob("events.out.tfevents*"), None) is not None:  # logger=tensorboard
-        console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
+        console.print(f"TensorBoard: {installed_command('tensorboard')} --logdir {run_dir}")

@@ -16,6 +16,19 @@ def wide_console(**kwargs) -> Console:
     return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH, **kwargs)
 
 
+def installed_command(name: str) -> str:
+    """How to call a console script that pathlab installed (tensorboard, mlflow, optuna-dashboard)
+    from a fresh shell: the bare name when it is on PATH, else the path beside this Python (a venv
+    that is not activated: `make install` does not activate it)."""
+    import shutil
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / name
+    if shutil.which(name) or not beside.is_file():
+        return name
+    return str(beside)
+
+
 def to_log_file(message: str, level: int) -> None:
     """Record a message in the run's <task>.log only (Hydra's file handler), not the console."""
     import logging

@@ -32,6 +32,7 @@ from pathlab.loggers import (
     sweep_keys,
     tensorboard_tag,
 )
+from pathlab.terminal import installed_command
 from tests.conftest import TINY_RUN, run_cli
 
 NAMES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
@@ -176,7 +177,10 @@ def test_tensorboard_run_has_its_name_epoch_steps_hparams_and_results(many_run):
     assert start.hparams["loss"].string_value == "focal" and start.hparams["seed"].number_value == 3
     assert metadata.EXPERIMENT_TAG in hparams
     printed = " ".join(stdout.split())  # the command that opens each logger
-    assert f"MLflow: mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlflow.db'}" in printed
+    assert (
+        f"MLflow: {installed_command('mlflow')} ui --backend-store-uri sqlite:///{run_dir / 'mlflow.db'}"
+        in printed
+    )
     assert "W&B: wandb sync" in printed
 
 
@@ -338,8 +342,30 @@ def test_mlflow_runs_in_one_process_keep_their_own_stores(tmp_path, monkeypatch)
         logger.set_identity(run)
         assert (
             logger.open_command()
-            == f"mlflow ui --backend-store-uri sqlite:///{tmp_path / name / 'mlflow.db'}"
+            == f"{installed_command('mlflow')} ui --backend-store-uri sqlite:///{tmp_path / name / 'mlflow.db'}"
         )
         stored = logger.experiment.get_run(logger.run_id)
         assert stored.info.run_name == "resnet18-ce-seed0" and stored.data.params == {"seed": "0"}
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_an_unreachable_mlflow_server_is_one_error_not_minutes_of_retries(tmp_path, monkeypatch):
+    # MLflow retried http://host:5000 for 259 s, then raised a chain of ten tracebacks
+    from pathlab.errors import ConfigError
+    from pathlab.loggers import MLflowLogger
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    uri = f"http://127.0.0.1:{port}"
+    with pytest.raises(ConfigError, match=rf"{uri} cannot be reached \(127.0.0.1:{port}: "):
+        MLflowLogger(run_dir=str(tmp_path / "run"), tracking_uri=uri)
+    assert not (tmp_path / "run").exists()  # nothing half-made
+    # behind a proxy the direct connect says nothing: MLflow goes through the proxy
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.lab:3128")
+    from pathlab.network import unreachable
+
+    assert unreachable(uri) is None
+    assert unreachable("sqlite:///x/mlflow.db") is None  # a local store is not a server

@@ -18,6 +18,7 @@ from pathlab.metrics import headline_metrics
 from pathlab.predictions import Predictions, read_predictions
 from pathlab.publish import publish_report
 from pathlab.report import main
+from pathlab.terminal import installed_command
 from tests.conftest import EXPECTED_CLASSES
 from tests.test_metrics import multi_label, predictions
 
@@ -201,4 +202,21 @@ def test_the_tensorboard_command_is_printed_only_where_there_is_a_tensorboard_lo
     (tmp_path / "tensorboard" / "run").mkdir(parents=True)
     (tmp_path / "tensorboard" / "run" / "events.out.tfevents.1.host").write_bytes(b"")
     print_metrics({"test/acc": 0.5}, tmp_path, "train", report=True)
-    assert f"TensorBoard: tensorboard --logdir {tmp_path}" in capsys.readouterr().out
+    assert (
+        f"TensorBoard: {installed_command('tensorboard')} --logdir {tmp_path}"
+        in capsys.readouterr().out
+    )
+
+
+def test_printed_commands_run_from_a_shell_without_the_venv_activated(monkeypatch):
+    # `make install` does not activate .venv: a bare `tensorboard` was "command not found"
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "tensorboard"
+    assert beside.is_file()  # installed with pathlab
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert installed_command("tensorboard") == str(beside)
+    monkeypatch.setenv("PATH", f"{beside.parent}:/usr/bin:/bin")
+    assert installed_command("tensorboard") == "tensorboard"
+    assert installed_command("no-such-tool") == "no-such-tool"

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import Any
-from urllib.parse import urlparse
 
 import timm
 import torch
@@ -22,6 +20,7 @@ from torch import nn
 from pathlab.errors import ConfigError
 from pathlab.models.protocol import apply_finetune
 from pathlab.models.weights import load_pretrained
+from pathlab.network import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -31,34 +30,17 @@ def vit_patch_size(img_size: int) -> int:
     return 16 if img_size >= 128 else 8 if img_size >= 64 else 4
 
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
 def weights_host_unreachable(name: str) -> str | None:
     """Why the host of `name`'s published weights cannot be reached, in words (None: it can, or
-    it cannot be told). Offline, huggingface_hub retries each request with back-off for about a
-    minute before it fails; one socket connect tells the same in milliseconds to seconds. Not
-    probed: HF_HUB_OFFLINE (the user asks for the local cache, which timm reads at once) and a
-    proxy (the direct connect would fail where the proxy works)."""
+    it cannot be told; pathlab.network). Not probed under HF_HUB_OFFLINE: the user asks for the
+    local cache, which timm reads at once."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return None
-    if any(os.environ.get(key) for key in PROXY_VARIABLES):
         return None
     cfg = None if ":" in name else timm.models.get_pretrained_cfg(name)
     if name.startswith("hf-hub:") or (cfg is not None and cfg.hf_hub_id):
-        url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    elif cfg is not None and cfg.url:
-        url = cfg.url
-    else:
-        return None
-    parts = urlparse(url)
-    host, port = parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
-    if not host:
-        return None
-    try:
-        socket.create_connection((host, port), timeout=5).close()
-    except OSError as exc:
-        return f"{host}:{port}: {exc.strerror or type(exc).__name__}"
+        return unreachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    if cfg is not None and cfg.url:
+        return unreachable(cfg.url)
     return None
 
 

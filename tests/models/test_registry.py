@@ -162,6 +162,7 @@ def test_a_timm_net_that_shrinks_28_px_to_one_pixel_is_said(caplog):
 def test_pretrained_true_offline_says_so_at_once_instead_of_a_minute_of_retries(monkeypatch):
     import socket
 
+    from pathlab import network
     from pathlab.models import timm_models
 
     probed = []
@@ -170,8 +171,8 @@ def test_pretrained_true_offline_says_so_at_once_instead_of_a_minute_of_retries(
         probed.append(address)
         raise socket.gaierror(-2, "Name or service not known")
 
-    monkeypatch.setattr(timm_models.socket, "create_connection", refuse)
-    for key in ("HF_HUB_OFFLINE", "HF_ENDPOINT", *timm_models.PROXY_VARIABLES):
+    monkeypatch.setattr(network.socket, "create_connection", refuse)
+    for key in ("HF_HUB_OFFLINE", "HF_ENDPOINT", *network.PROXY_VARIABLES["https"]):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(
         ConfigError,
@@ -187,9 +188,10 @@ def test_pretrained_true_offline_says_so_at_once_instead_of_a_minute_of_retries(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the local cache only: timm reads it, no probe
     assert timm_models.weights_host_unreachable("resnet18") is None
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_ENDPOINT")  # huggingface.co over https, behind an https proxy
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.lab:3128")  # a direct connect would mislead
     assert timm_models.weights_host_unreachable("resnet18") is None
     assert len(probed) == 2
     monkeypatch.delenv("HTTPS_PROXY")
-    monkeypatch.setattr(timm_models.socket, "create_connection", lambda *a, **k: socket.socket())
+    monkeypatch.setattr(network.socket, "create_connection", lambda *a, **k: socket.socket())
     assert timm_models.weights_host_unreachable("resnet18") is None  # reachable: timm fetches
