@@ -69,12 +69,19 @@ def require_settings(cfg: DictConfig) -> None:
 
 
 def use_threads(cfg: DictConfig) -> None:
-    """`threads=N`: torch's CPU threads for eval, predict and bench, as train sets them (train
-    also splits the cores between joblib's jobs)."""
-    if cfg.get("threads"):
-        import torch
+    """`threads=N`: torch's CPU threads for every entry point, as train sets them (train also
+    splits the cores between joblib's jobs); checked by the same rule as train's."""
+    threads = cfg.get("threads")
+    if threads is None:
+        return
+    from pathlab.settings import SCHEMA, check_number
 
-        torch.set_num_threads(int(cfg.threads))
+    problem = check_number("threads", threads, SCHEMA[""]["threads"])
+    if problem:
+        raise ConfigError(problem)
+    import torch
+
+    torch.set_num_threads(int(threads))
 
 
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -85,6 +92,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """
     try:
         require_settings(cfg)
+        use_threads(cfg)
         return task(cfg)
     except KeyboardInterrupt:  # Ctrl-C outside training (which says how to resume): one line
         message = f"pathlab: error: {interrupted_message(task.__module__)}"

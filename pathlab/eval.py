@@ -18,7 +18,7 @@ from pathlab.checkpoint import (
     recorded_datamodule,
     with_checkpoint_normalisation,
 )
-from pathlab.cli import instantiate_all, overridden, run_task, use_threads
+from pathlab.cli import instantiate_all, overridden, run_task
 from pathlab.config import CONF_DIR
 from pathlab.module import PathClassifier
 from pathlab.publish import publish_run
@@ -49,7 +49,6 @@ def eval_tta(cfg: DictConfig, datamodule) -> dict[str, Any] | None:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
-    use_threads(cfg)
     L.seed_everything(cfg.seed, workers=True)
     trained = load_trained_model(cfg.ckpt_path)
     datamodule = with_checkpoint_normalisation(

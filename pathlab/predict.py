@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from rich.progress import Progress
 
 from pathlab.checkpoint import TrainedModel, load_trained_model, resolve_colour_match
-from pathlab.cli import run_task, use_threads
+from pathlab.cli import run_task
 from pathlab.config import CONF_DIR
 from pathlab.data.npz import load_npz
 from pathlab.deploy import predict_probs
@@ -131,7 +131,6 @@ def predictions_csv(decoded: DecodedImages, probs: np.ndarray, trained: TrainedM
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
-    use_threads(cfg)
     trained = load_trained_model(cfg.ckpt_path)
     info = trained.info
     views = info.symmetry if cfg.tta.views == "auto" else cfg.tta.views

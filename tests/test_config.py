@@ -227,3 +227,24 @@ def test_recipe_presets(compose_cfg):
         assert gpu.trainer.accelerator == "gpu" and gpu.data.size == size
         assert gpu.model.stem == "cifar" and gpu.model.width == 64
         assert gpu.data.augment.translate == size // 14 and gpu.data.colour_match == "set"
+
+
+@pytest.mark.parametrize(
+    "entry", ["train", "eval", "predict", "export", "gradcam", "embed", "probe", "explore"]
+)
+def test_every_entry_point_takes_threads_and_checks_it_as_train_does(entry, tmp_path):
+    # export, gradcam, embed, probe and explore refused threads=1 (Hydra: "Could not override")
+    import torch
+
+    from pathlab.cli import use_threads
+    from pathlab.config import compose_config
+    from pathlab.errors import ConfigError
+
+    before = torch.get_num_threads()
+    try:
+        use_threads(compose_config(entry, ["threads=1"], tmp_path))
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ConfigError, match=r"threads=0 must be >= 1.*threads=null uses every"):
+            use_threads(compose_config(entry, ["threads=0"], tmp_path))
+    finally:
+        torch.set_num_threads(before)

@@ -49,13 +49,14 @@ def test_test_eval_predict_onnx_agree(tmp_path, cache_dir):
     assert evaluated["metrics"]["test/acc"] == train["metrics"]["test/acc"]
 
     npz = json.loads((run_dir / "metrics.json").read_text())["reproduce"]["data_file"]
+    from pathlab.cli import run_task
     from pathlab.config import compose_config
     from pathlab.predict import predict
 
     threads = torch.get_num_threads()
     overrides = [f"ckpt_path={tested}", f"input={npz}", "tta=none", f"output={tmp_path / 'p.csv'}"]
     try:
-        predict(compose_config("predict", [*overrides, "threads=1"], tmp_path / "predict"))
+        run_task(predict, compose_config("predict", [*overrides, "threads=1"], tmp_path / "p"))
         assert torch.get_num_threads() == 1  # threads=N holds in predict as in train
     finally:
         torch.set_num_threads(threads)
