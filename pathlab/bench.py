@@ -15,7 +15,6 @@ a warm-up and each figure is the median of the repeats; ratios compare figures o
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import statistics
@@ -37,7 +36,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
 from pathlab.cli import build_model, use_threads
-from pathlab.config import compose_config
+from pathlab.config import OverviewParser, compose_config
 from pathlab.data.augment import to_float_nchw
 from pathlab.fileio import atomic_write_json
 from pathlab.hardware import default_precision, machine_info
@@ -399,9 +398,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pathlab.bench", description=__doc__.splitlines()[0]
-    )
+    parser = OverviewParser("bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "overrides", nargs="*", help="train config overrides (model.stem=imagenet, data.root=...)"
     )

@@ -15,7 +15,6 @@ current directory) and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from pathlab.config import OverviewParser
 from pathlab.errors import ConfigError, DataError, PathlabError
 from pathlab.fileio import atomic_write_json, atomic_write_text
 from pathlab.metrics import bootstrap_draws, classification_report, predicted
@@ -371,8 +371,8 @@ def print_pairs(pairs: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pathlab.compare",
+    parser = OverviewParser(
+        "compare",
         description="Paired comparison of runs on the same test images: McNemar, paired "
         "bootstrap and DeLong; more than two runs pairwise with Holm's correction.",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -167,3 +168,24 @@ def compose_config(
         cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)  # resolves ${hydra:...} as in a command-line run
     return cfg
+
+
+def overview(entry: str) -> str:
+    """pathlab's overview (conf/hydra/help/pathlab.yaml's header), as `--help` of the Hydra entry
+    points prints it, for the argparse ones (report, summarize, compare, bench) to print first."""
+    import yaml
+
+    help_file = yaml.safe_load((CONF_DIR / "hydra" / "help" / "pathlab.yaml").read_text())
+    return help_file["header"].replace("${hydra.job.name}", entry)
+
+
+class OverviewParser(argparse.ArgumentParser):
+    """An argparse parser whose --help starts with pathlab's overview, then its own usage."""
+
+    def __init__(self, entry: str, **kwargs: Any):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(prog=f"python -m pathlab.{entry}", **kwargs)
+        self.entry = entry
+
+    def format_help(self) -> str:
+        return f"{overview(self.entry)}\n\n== {self.prog} ==\n{super().format_help()}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -10,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from pathlab.config import OverviewParser
 from pathlab.data.info import MEDMNIST_2D, DatasetInfo
 from pathlab.errors import DataError, PathlabError
 from pathlab.predictions import Predictions, read_predictions
@@ -118,8 +118,8 @@ def default_out(source: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pathlab.report",
+    parser = OverviewParser(
+        "report",
         description="Rebuild a run's report, per-class table, result file and figures from its predictions.csv.",
     )
     parser.add_argument(

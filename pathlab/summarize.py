@@ -10,7 +10,6 @@ runs without a completed metrics.json are listed as failed, with the reason from
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -24,6 +23,7 @@ import yaml
 from matplotlib.figure import Figure
 from rich.table import Table
 
+from pathlab.config import OverviewParser
 from pathlab.errors import PathlabError
 from pathlab.figures import save_png
 from pathlab.figures import summary_figure as chart
@@ -343,9 +343,7 @@ def write_summary(paths: list[Path], out: Path) -> list[Group]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pathlab.summarize", description="Summarise runs across seeds or cv folds."
-    )
+    parser = OverviewParser("summarize", description="Summarise runs across seeds or cv folds.")
     parser.add_argument("dirs", nargs="+", type=Path, help="multirun dirs, study dirs or run dirs")
     parser.add_argument(
         "--out", type=Path, help="where summary.md/csv/png go (default: the first DIR)"

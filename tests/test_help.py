@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -56,3 +57,29 @@ def test_python_m_pathlab_runs_the_named_entry_point():
         timeout=300,
     )
     assert out.returncode == 0 and "python -m pathlab.report" in out.stdout
+
+
+@pytest.mark.parametrize("entry", ["report", "summarize", "compare", "bench"])
+def test_argparse_entry_points_start_with_the_overview_too(entry, capsys):
+    # they started with argparse's `usage:` line
+    import importlib
+
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(f"pathlab.{entry}").main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"pathlab.{entry}: ")
+    assert text.index("Presets: experiment=") < text.index(f"usage: python -m pathlab.{entry}")
+
+
+def test_the_overview_names_every_console_script():
+    import tomllib
+
+    from pathlab.config import overview
+
+    repo = Path(__file__).resolve().parents[1]
+    scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]
+    header = overview("train")
+    assert "console scripts pathlab-train" in header
+    for name in scripts:
+        assert f"-{name.removeprefix('pathlab-')}" in header, name
