@@ -243,8 +243,10 @@ def compare_runs(
     return result
 
 
-def _pts(value: float) -> str:
-    return f"{100 * value:+.2f}"
+def _pts(value: float, sign: str = "+") -> str:
+    """Points of a share, 2 decimals; a value that rounds to zero is 0.00, never -0.00."""
+    text = f"{100 * value:{sign}.2f}"
+    return text if text.strip("+-") != "0.00" else f"{0:{sign}.2f}"
 
 
 def _p(value: float) -> str:
@@ -265,7 +267,7 @@ def headline_sentence(pair: dict[str, Any]) -> str:
     lo, hi = sorted((sign * lo, sign * hi))
     text = (
         f"{ahead} beats {behind} by {100 * abs(delta):.2f} points of ACC "
-        f"(95% CI {100 * lo:.2f} to {100 * hi:.2f}, McNemar p = {_p(pair['mcnemar_p'])}"
+        f"(95% CI {_pts(lo, '')} to {_pts(hi, '')}, McNemar p = {_p(pair['mcnemar_p'])}"
     )
     if "mcnemar_p_holm" in pair:
         text += f", Holm-adjusted {_p(pair['mcnemar_p_holm'])}"

@@ -159,3 +159,14 @@ def test_runs_of_one_protocol_are_told_apart_by_their_run_dirs(two_runs, tmp_pat
     )
     result = json.loads((out / "compare.json").read_text())
     assert result["a"] == f"{title} ({strong.parent})" != result["b"]
+
+
+def test_an_interval_ending_at_zero_reads_0_00_not_minus_0_00():
+    # B ahead, and A - B's interval ends at 0: flipped to B - A it printed "95% CI -0.00 to 7.50"
+    from pathlab.compare import headline_sentence
+
+    pair = {"a": "A", "b": "B", "n": 200, "acc_a": 0.80, "acc_b": 0.83, "mcnemar_p": 0.06}
+    text = headline_sentence(pair | {"delta_acc": -0.03, "delta_acc_ci95": (-0.075, 0.0)})
+    assert "B beats A by 3.00 points of ACC (95% CI 0.00 to 7.50," in text
+    text = headline_sentence(pair | {"delta_acc": -0.03, "delta_acc_ci95": (-0.075, 1e-9)})
+    assert "(95% CI 0.00 to 7.50," in text and "-0.00" not in text
