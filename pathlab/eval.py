@@ -62,7 +62,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         inference_precision=str(cfg.get("inference_precision", "32")),
     )
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False, callbacks=[]
+        cfg.trainer,
+        logger=instantiate_all(cfg.get("logger")) or False,
+        callbacks=[],
+        # the test runs in the one inference precision (model.inference()); the trainer says the
+        # same instead of announcing the training autocast ("Using bfloat16 AMP")
+        precision="bf16-mixed" if model.inference_precision == "bf16" else "32-true",
     )
     trainer.test(model, datamodule=datamodule, verbose=False)
     summary = {

@@ -170,3 +170,20 @@ def test_checkpoints_load_onto_the_cpu(trained_run, monkeypatch):
 def test_eval_needs_a_checkpoint(tmp_path):
     done = run_cli("pathlab.eval", f"hydra.run.dir={tmp_path}", timeout=120)
     assert done.returncode != 0 and "ckpt_path" in done.stderr
+
+
+def test_eval_does_not_announce_the_training_autocast(trained_run, tmp_path, caplog):
+    # eval printed "Using bfloat16 Automatic Mixed Precision (AMP)" and then tested in fp32
+    from pathlab.api import evaluate
+
+    run_dir, _ = trained_run
+    with caplog.at_level("INFO"):
+        evaluate(
+            [
+                f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+                *DATA_ARGS,
+                "trainer.precision=bf16-mixed",
+            ],
+            tmp_path / "out",
+        )
+    assert not [r for r in caplog.records if "Mixed Precision" in r.getMessage()]
