@@ -13,7 +13,9 @@ Each entry names a message that says nothing about the run and repeats on every 
 - the ONNX exporter's optimiser passes (onnxscript, onnx_ir), which log every pass at INFO
   (about 20 lines per export) under Hydra's INFO root logger; their warnings still show;
 - torch.jit's FutureWarnings (trace, trace_method, save, load: four per TorchScript export,
-  each with its source line): `pathlab.export format=torchscript` says it once, in its words.
+  each with its source line): `pathlab.export format=torchscript` says it once, in its words;
+- "Checkpoint directory ... exists and is not empty": said on every resume (the run's own
+  checkpoints are there); pathlab refuses a run dir that holds another run before Lightning sees it.
 
 Real warnings (a small logging interval, a class absent from a split, ...) are left alone.
 """
@@ -29,6 +31,7 @@ WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r"Precision \S+ is not supported by the model summary", UserWarning),
     (r"The `srun` command is available on your system but is not used", Warning),
     (r"`torch\.jit\.\w+` is deprecated", FutureWarning),
+    (r"Checkpoint directory .* exists and is not empty", UserWarning),
 )
 # the start of Lightning's advertising lines, logged (not warned) by rank_zero_info
 TIP_PREFIX = "💡 Tip:"

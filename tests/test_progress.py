@@ -158,6 +158,7 @@ def test_final_metrics_from_predictions():
         ),
         ("Precision bf16-mixed is not supported by the model summary.  Estimated ...", UserWarning),
         ("The `srun` command is available on your system but is not used. HINT: ...", UserWarning),
+        ("Checkpoint directory /r/checkpoints exists and is not empty.", UserWarning),
     ],
 )
 def test_known_harmless_warnings_are_silenced(message, category):
