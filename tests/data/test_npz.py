@@ -183,3 +183,15 @@ def test_channel_stats_are_cached_beside_the_file(tmp_path):
     assert fresh != pytest.approx([0.5] * 3) and fresh == pytest.approx(
         channel_stats(load_npz(path, PATH)["train"].images)[0]
     )
+
+
+def test_ones_own_data_set_is_never_sent_to_a_download(tmp_path):
+    # the hints went in a circle: "pass data.download=true", then "not a MedMNIST set: also set
+    # data.task ..." although those were set
+    with pytest.raises(DataError) as refused:
+        ensure_npz(tmp_path / "nowhere", flag="mydata", download=False)
+    assert "does not exist" in str(refused.value) and "download" not in str(refused.value)
+    with pytest.raises(DataError, match=r"mydata.npz is not in data.root=.*nothing to download"):
+        ensure_npz(tmp_path, flag="mydata", download=True)
+    path = write_npz(tmp_path / "mydata.npz", **random_arrays())
+    assert ensure_npz(tmp_path, flag="mydata", download=True) == path  # the default reads it
