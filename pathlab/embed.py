@@ -50,6 +50,7 @@ from pathlab.errors import CheckpointError, ConfigError
 from pathlab.fileio import atomic_write_json
 from pathlab.metrics import probabilities
 from pathlab.models import describe, pretrained_normalisation
+from pathlab.models.weights import weights_file
 from pathlab.module import PathClassifier
 from pathlab.terminal import wide_console
 
@@ -109,6 +110,7 @@ def from_model(cfg: DictConfig, device: torch.device):
             "colour_match=set needs a trained classifier's class probabilities; with model=... "
             "use colour_match=none (or embed a checkpoint: ckpt_path=FILE)."
         )
+    weights_file(cfg.model.get("pretrained"))  # a missing file is said before any data is read
     datamodule = instantiate(cfg.data)
     datamodule.colour_match = "none"  # nothing fits a colour map here (data.colour_match too)
     datamodule.prepare_data()

@@ -211,3 +211,11 @@ def test_embed_needs_one_source(tmp_path):
         run("embed", [f"ckpt_path={ckpt}", "model=vit_tiny"], tmp_path / "b")
     with pytest.raises(ConfigError, match=r"colour_match=set needs a trained classifier"):
         run("embed", ["model=resnet18", "colour_match=set"], tmp_path / "c")
+    # a missing weights file is said before the data: it said "could not be downloaded" first
+    missing = tmp_path / "resnet50.safetensors"
+    with pytest.raises(ConfigError, match=rf"model.pretrained={missing} does not exist"):
+        run(
+            "embed",
+            ["model=resnet50", f"model.pretrained={missing}", "data.root=/no/data"],
+            tmp_path / "d",
+        )

@@ -102,6 +102,7 @@ def ensure_npz(
     info = medmnist_info(flag)
     if path.is_file() and md5sum(path) == info["MD5" + _size_key(size)]:
         return path
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     import medmnist
 
@@ -111,6 +112,8 @@ def ensure_npz(
         # is the smallest, so the read it does afterwards is cheap; its __len__ is never called.
         dataset_class(split="test", root=str(root), download=True, size=size)
     except Exception as exc:
+        if created and not any(root.iterdir()):
+            root.rmdir()  # a failed download leaves no empty folder behind (data.root=DIR)
         reason = (
             f"{path.name} in {root} does not match medmnist's MD5 and a fresh download failed ({type(exc).__name__})."
             if path.is_file()

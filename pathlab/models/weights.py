@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,13 +31,22 @@ def read_weights(
     return read_state_dict(state), normalisation
 
 
-def _read(path: str | Path) -> dict:
-    path = Path(path).expanduser()
+def weights_file(pretrained: Any) -> Path | None:
+    """model.pretrained's file (None: true, false or null), refused at once where it is not a
+    file: an entry point checks it before reading any data."""
+    if pretrained is None or isinstance(pretrained, bool):
+        return None
+    path = Path(str(pretrained)).expanduser()
     if not path.is_file():
         raise ConfigError(
             f"model.pretrained={path} does not exist; pass the path of a weights file "
             "(.safetensors, .pth, .bin, .ckpt), true for timm's published weights, or null."
         )
+    return path
+
+
+def _read(path: str | Path) -> dict:
+    path = weights_file(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

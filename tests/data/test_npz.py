@@ -155,6 +155,7 @@ def test_offline_download_of_a_missing_file(tmp_path, patched_info):
     with pytest.raises(DataError, match="could not be downloaded") as info:
         ensure_npz(tmp_path / "new", download=True)
     assert "data.root=" in str(info.value) and "data=synthetic" in str(info.value)
+    assert not (tmp_path / "new").exists()  # no empty folder left behind (data.root=DIR)
 
 
 def test_channel_stats_match_numpy():
