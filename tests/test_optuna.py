@@ -230,17 +230,24 @@ def test_failed_and_nan_trials_do_not_stop_the_sweep(tmp_path, cache_dir):
 # ---- in-process: the pieces ------------------------------------------------------------------
 
 
-def test_search_space_from_params_and_command_line():
-    space, fixed = _impl.search_space(
-        {"optim.lr": "tag(log, interval(0.0001, 0.01))", "data.batch_size": "choice(64, 128)"},
-        [
-            "data.batch_size=64",
-            "loss.gamma=interval(0, 4)",
-            "epochs=range(1, 8, 3)",
-            "data=synthetic",
-        ],
-    )
+def test_search_space_from_params_and_command_line(caplog):
+    with caplog.at_level("INFO", logger="pathlab.optuna"):
+        space, fixed = _impl.search_space(
+            {"optim.lr": "tag(log, interval(0.0001, 0.01))", "data.batch_size": "choice(64, 128)"},
+            [
+                "data.batch_size=64",
+                "loss.gamma=interval(0, 4)",
+                "epochs=range(1, 8, 3)",
+                "data=synthetic",
+            ],
+        )
     assert fixed == ["data.batch_size=64", "data=synthetic"]  # the command line fixes a key
+    # ... and says so: the search dropped a key without a word
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "Optuna: data.batch_size=64 on the command line fixes a key the search space has; "
+        "it is not searched"
+    ]
     assert space["optim.lr"][1] == optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
     assert space["loss.gamma"][1] == optuna.distributions.FloatDistribution(0.0, 4.0)
     assert space["epochs"][1] == optuna.distributions.IntDistribution(1, 7, step=3)

@@ -127,13 +127,22 @@ def search_space(
         for key, value in (params or {}).items()
     ]
     try:
-        parsed = parser.parse_overrides(lines) + parser.parse_overrides(list(arguments))
+        searched = parser.parse_overrides(lines)
+        given = parser.parse_overrides(list(arguments))
     except HydraException as exc:
         raise ConfigError(f"hydra.sweeper.params: {exc}") from exc
     by_key: dict[str, Override] = {}
-    for override in parsed:
+    for override in searched + given:
         by_key.pop(override.key_or_group, None)
         by_key[override.key_or_group] = override
+    for override in searched:  # said, not silent: the study then searches one key fewer
+        now = by_key[override.key_or_group]
+        if override.is_sweep_override() and not now.is_sweep_override():
+            log.info(
+                "Optuna: %s on the command line fixes a key the search space has; it is not "
+                "searched",
+                now.input_line,
+            )
     space, fixed = {}, []
     for key, override in by_key.items():
         if override.is_sweep_override():
