@@ -159,6 +159,11 @@ def test_final_metrics_from_predictions():
         ("Precision bf16-mixed is not supported by the model summary.  Estimated ...", UserWarning),
         ("The `srun` command is available on your system but is not used. HINT: ...", UserWarning),
         ("Checkpoint directory /r/checkpoints exists and is not empty.", UserWarning),
+        ("`torch.distributed.all_gather_into_tensor` is deprecated. Please use ...", FutureWarning),
+        (
+            "It is recommended to use `self.log('val/auc', ..., sync_dist=True)` when ...",
+            UserWarning,
+        ),
     ],
 )
 def test_known_harmless_warnings_are_silenced(message, category):
@@ -168,7 +173,14 @@ def test_known_harmless_warnings_are_silenced(message, category):
         quiet.silence()
         warnings.warn(message, category, stacklevel=1)
         warnings.warn("a real warning", UserWarning, stacklevel=1)
-    assert [str(w.message) for w in caught] == ["a real warning"]
+        # a user's own metric keeps Lightning's advice
+        warnings.warn(
+            "It is recommended to use `self.log('my/dice', ...", UserWarning, stacklevel=1
+        )
+    assert [str(w.message) for w in caught] == [
+        "a real warning",
+        "It is recommended to use `self.log('my/dice', ...",
+    ]
 
 
 def test_lightning_tips_are_dropped_and_other_info_kept(caplog):
