@@ -711,6 +711,10 @@ class WandbLogger(RunLogger, _WandbLogger):
             ) from exc
         super().__init__(save_dir=save_dir, project=project, offline=offline, **kwargs)
         self.run_dir = Path(save_dir)
+        # Lightning passes anonymous=None when it is not asked for; wandb then warns on every
+        # run that "the anonymous setting has no effect"
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
     def set_identity(self, identity: RunIdentity) -> None:
         super().set_identity(identity)

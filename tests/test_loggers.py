@@ -150,7 +150,7 @@ def many_run(tmp_path_factory, cache_dir):
         f"hydra.run.dir={run_dir}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir, done.stdout
+    return run_dir, done.stdout + done.stderr
 
 
 def test_tensorboard_run_has_its_name_epoch_steps_hparams_and_results(many_run):
@@ -227,7 +227,8 @@ def wandb_records(path: Path):
 
 
 def test_wandb_offline_run_has_the_name_group_config_and_summary(many_run):
-    run_dir, _ = many_run
+    run_dir, printed = many_run
+    assert "anonymous setting has no effect" not in printed  # wandb's warning on every run
     (offline,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")
     (tb_run,) = (run_dir / "tensorboard").iterdir()
     runs, config, summary = [], {}, {}
