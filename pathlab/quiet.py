@@ -14,10 +14,11 @@ Each entry names a message that says nothing about the run and repeats on every 
   (about 20 lines per export) under Hydra's INFO root logger; their warnings still show;
 - torch.jit's FutureWarnings (trace, trace_method, save, load: four per TorchScript export,
   each with its source line): `pathlab.export format=torchscript` says it once, in its words;
-- under DDP: torch's FutureWarning that `all_gather_into_tensor` is deprecated (called inside
-  torch's own all_gather), and Lightning's advice to log pathlab's `train/`, `val/` and `test/`
-  metrics with sync_dist=True: they are computed from every process's images gathered once
-  (module.py, distributed.py), the same value on every rank, so there is nothing to average;
+- under DDP: torch's deprecation of `torch.distributed.nn.functional.all_gather` (called by
+  Lightning's own all_gather, once per process per epoch); Lightning's advice to log pathlab's
+  `train/`, `val/` and `test/` metrics with sync_dist=True, and to test on one device because the
+  DistributedSampler pads: pathlab's metrics are computed from every process's images gathered
+  once with the padding dropped (module.py, distributed.py), the same value on every rank;
 - "Checkpoint directory ... exists and is not empty": said on every resume (the run's own
   checkpoints are there); pathlab refuses a run dir that holds another run before Lightning sees it.
 
@@ -36,8 +37,9 @@ WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r"The `srun` command is available on your system but is not used", Warning),
     (r"`torch\.jit\.\w+` is deprecated", FutureWarning),
     (r"Checkpoint directory .* exists and is not empty", UserWarning),
-    (r"`torch\.distributed\.all_gather_into_tensor` is deprecated", FutureWarning),
+    (r"torch\.distributed\.nn\.functional\.all_gather is deprecated", Warning),
     (r"It is recommended to use `self\.log\('(train|val|test)/", Warning),
+    (r"Using `DistributedSampler` with the dataloaders\. During `trainer\.test\(\)`", Warning),
 )
 # the start of Lightning's advertising lines, logged (not warned) by rank_zero_info
 TIP_PREFIX = "💡 Tip:"

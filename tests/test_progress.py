@@ -159,7 +159,14 @@ def test_final_metrics_from_predictions():
         ("Precision bf16-mixed is not supported by the model summary.  Estimated ...", UserWarning),
         ("The `srun` command is available on your system but is not used. HINT: ...", UserWarning),
         ("Checkpoint directory /r/checkpoints exists and is not empty.", UserWarning),
-        ("`torch.distributed.all_gather_into_tensor` is deprecated. Please use ...", FutureWarning),
+        (
+            "torch.distributed.nn.functional.all_gather is deprecated, use torch.distributed...",
+            FutureWarning,
+        ),
+        (
+            "Using `DistributedSampler` with the dataloaders. During `trainer.test()`, it ...",
+            UserWarning,
+        ),
         (
             "It is recommended to use `self.log('val/auc', ..., sync_dist=True)` when ...",
             UserWarning,
