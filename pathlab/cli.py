@@ -71,7 +71,7 @@ def require_settings(cfg: DictConfig) -> None:
 def use_threads(cfg: DictConfig) -> None:
     """`threads=N`: torch's CPU threads for every entry point, as train sets them (train also
     splits the cores between joblib's jobs); checked by the same rule as train's."""
-    threads = cfg.get("threads")
+    threads = cfg.get("threads") if hasattr(cfg, "get") else None  # a test's task takes no cfg
     if threads is None:
         return
     from pathlab.settings import SCHEMA, check_number
