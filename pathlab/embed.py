@@ -52,7 +52,7 @@ from pathlab.metrics import probabilities
 from pathlab.models import describe, pretrained_normalisation
 from pathlab.models.weights import weights_file
 from pathlab.module import PathClassifier
-from pathlab.terminal import wide_console
+from pathlab.terminal import installed_command, wide_console
 
 log = logging.getLogger("pathlab")
 
@@ -243,7 +243,10 @@ def embed(cfg: DictConfig) -> dict[str, Any]:
     console = wide_console(soft_wrap=True)  # a path is never broken across lines
     sizes = " / ".join(str(identity["images"][s]) for s in SPLITS)
     console.print(f"embeddings:  {path} ({sizes} images, {dim} features)")
-    console.print(f"probe it:    python -m pathlab.probe embeddings={path} head=linear|knn")
+    console.print(
+        f"probe it:    {installed_command('python')} -m pathlab.probe embeddings={path} "
+        "head=linear (or head=knn)"
+    )
     return summary
 
 

@@ -772,7 +772,7 @@ class WandbLogger(RunLogger, _WandbLogger):
 
     def open_command(self) -> str:
         if self._offline:
-            return f"wandb sync {Path(self.save_dir) / 'wandb'}/offline-run-*  (offline run)"
+            return f"{installed_command('wandb')} sync {Path(self.save_dir) / 'wandb'}/offline-run-*  (offline run)"
         return str(getattr(self.experiment, "url", ""))
 
 

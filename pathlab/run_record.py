@@ -26,6 +26,7 @@ from pathlab.hardware import git_commit, software_versions
 from pathlab.metrics import metric_mode
 from pathlab.models.protocol import describe
 from pathlab.publish import publish_run
+from pathlab.terminal import installed_command
 
 
 def best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:
@@ -161,7 +162,7 @@ class RunRecord(L.Callback):
         now = _existing(self.run_dir / "checkpoints" / "interrupted.ckpt")
         keep = [o for o in self.overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
         # quoted where a value needs it, so the printed command runs when pasted
-        resume = "python -m pathlab.train " + shlex.join(
+        resume = f"{installed_command('python')} -m pathlab.train " + shlex.join(
             [*keep, "ckpt_path=" + ("last" if last else str(now)), f"hydra.run.dir={self.run_dir}"]
         )
         summary = self._base(trainer, module, "interrupted")

@@ -17,14 +17,18 @@ def wide_console(**kwargs) -> Console:
 
 
 def installed_command(name: str) -> str:
-    """How to call a console script that pathlab installed (tensorboard, mlflow, optuna-dashboard)
-    from a fresh shell: the bare name when it is on PATH, else the path beside this Python (a venv
-    that is not activated: `make install` does not activate it)."""
+    """How to call a program of pathlab's environment (python, tensorboard, mlflow, wandb,
+    optuna-dashboard) from a fresh shell: the bare name when PATH finds this environment's copy,
+    else the path beside this Python (a venv that is not activated: `make install` does not
+    activate it; a bare `python` may then be another Python without pathlab)."""
     import shutil
     from pathlib import Path
 
     beside = Path(sys.executable).parent / name
-    if shutil.which(name) or not beside.is_file():
+    if not beside.is_file():
+        return name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == beside.resolve():
         return name
     return str(beside)
 

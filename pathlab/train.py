@@ -21,6 +21,7 @@ from pathlab.config import CONF_DIR
 from pathlab.distributed import check_trainer_processes
 from pathlab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from pathlab.loggers import name_run
+from pathlab.models.weights import weights_file
 from pathlab.run_record import RunRecord
 from pathlab.runlock import check_resume_identity, claim_run_dir
 from pathlab.settings import validate_settings
@@ -142,6 +143,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, A
         torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True)
 
+    weights_file(cfg.model.get("pretrained"))  # a missing weights file is said before any data
     cv = cfg.get("cv")  # cv.folds=K cv.fold=i: train+val re-partitioned (pathlab.data.folds)
     datamodule = instantiate(cfg.data, cv=OmegaConf.to_container(cv) if cv else None)
     if not cfg.data.get("download", True) or cfg.data.get("synthetic"):

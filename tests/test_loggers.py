@@ -181,7 +181,7 @@ def test_tensorboard_run_has_its_name_epoch_steps_hparams_and_results(many_run):
         f"MLflow: {installed_command('mlflow')} ui --backend-store-uri sqlite:///{run_dir / 'mlflow.db'}"
         in printed
     )
-    assert "W&B: wandb sync" in printed
+    assert f"W&B: {installed_command('wandb')} sync" in printed
 
 
 def test_mlflow_gets_the_same_params_metrics_by_epoch_and_the_report(many_run):

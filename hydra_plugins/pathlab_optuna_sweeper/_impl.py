@@ -59,6 +59,7 @@ from pathlab.optuna_study import (
     worker_id,
     write_study_file,
 )
+from pathlab.terminal import installed_command
 
 log = logging.getLogger("pathlab.optuna")
 # set_metric_names, heartbeats and fail_stale_trials are still flagged experimental (for years)
@@ -400,7 +401,9 @@ def _run(sweeper, arguments: list[str]) -> float | None:
         seed,
         f"; pruner {pruner['name']}" if pruner["name"] != "none" else "",
     )
-    log.info("Optuna: see it with  optuna-dashboard %s", _hide_password(url))
+    log.info(
+        "Optuna: see it with  %s %s", installed_command("optuna-dashboard"), _hide_password(url)
+    )
     with read_write(config.hydra), open_dict(config.hydra):
         config.hydra.sweep.dir = str(study_dir)  # the launcher creates and logs this one
 
@@ -470,7 +473,9 @@ def _finish(study, outcomes: list, url: str) -> float | None:
             " ".join(f"{k}={format_value(v)}" for k, v in best.params.items()),
             best.user_attrs.get(RUN_DIR, "?"),
         )
-    log.info("Optuna: see it with  optuna-dashboard %s", _hide_password(url))
+    log.info(
+        "Optuna: see it with  %s %s", installed_command("optuna-dashboard"), _hide_password(url)
+    )
     failed = [t for t, outcome in outcomes if outcome == "FAIL"]
     if outcomes and len(failed) == len(outcomes):
         first = next(t for t in study.get_trials(deepcopy=False) if t.number == failed[0].number)

@@ -79,26 +79,28 @@ def ensure_npz(
         raise DataError(
             f"data.root={root} is a file; data.root is the folder that holds {path.name}: {fix}."
         )
-    own = flag not in MEDMNIST_2D  # a user's own data set: there is nothing to download
-    if not download:
-        if not root.is_dir():
-            raise DataError(
-                f"data.root={root} does not exist. Create it and put {path.name} there, "
-                + ("" if own else "or pass data.download=true to download into it, ")
-                + f"or point data.root at the folder that holds {path.name}."
-            )
-        if not path.is_file():
-            reason = f"{path.name} is not in data.root={root} and data.download=false."
-            raise DataError(_not_found_message(path, flag, size, reason))
-        return path
-    if own and path.is_file():
-        return path  # data.download=true (the default) on one's own file: it is simply read
-    if own:
+    # a user's own data set (a flag medmnist does not know): read whatever data.download says,
+    # and never sent to a download that cannot happen
+    own = flag not in MEDMNIST_2D
+    if (own or not download) and not root.is_dir():
+        raise DataError(
+            f"data.root={root} does not exist. Create it and put {path.name} there, "
+            + ("" if own else "or pass data.download=true to download into it, ")
+            + f"or point data.root at the folder that holds {path.name}."
+        )
+    if own and not path.is_file():
         raise DataError(
             f"{path.name} is not in data.root={root}, and data.flag={flag!r} is not a MedMNIST "
             f"2D data set, so there is nothing to download: put your file there as {path.name} "
             "(the official layout) or point data.root at the folder that holds it."
         )
+    if own:
+        return path
+    if not download:
+        if not path.is_file():
+            reason = f"{path.name} is not in data.root={root} and data.download=false."
+            raise DataError(_not_found_message(path, flag, size, reason))
+        return path
     info = medmnist_info(flag)
     if path.is_file() and md5sum(path) == info["MD5" + _size_key(size)]:
         return path

@@ -192,7 +192,10 @@ def test_ones_own_data_set_is_never_sent_to_a_download(tmp_path):
     with pytest.raises(DataError) as refused:
         ensure_npz(tmp_path / "nowhere", flag="mydata", download=False)
     assert "does not exist" in str(refused.value) and "download" not in str(refused.value)
-    with pytest.raises(DataError, match=r"mydata.npz is not in data.root=.*nothing to download"):
-        ensure_npz(tmp_path, flag="mydata", download=True)
+    with pytest.raises(DataError, match=r"nowhere does not exist"):  # with download=true too
+        ensure_npz(tmp_path / "nowhere", flag="mydata", download=True)
+    for download in (True, False):  # an empty folder: no "run once with data.download=true"
+        with pytest.raises(DataError, match=r"mydata.npz is not in data.root=.*nothing to downl"):
+            ensure_npz(tmp_path, flag="mydata", download=download)
     path = write_npz(tmp_path / "mydata.npz", **random_arrays())
     assert ensure_npz(tmp_path, flag="mydata", download=True) == path  # the default reads it

@@ -195,3 +195,15 @@ def test_pretrained_true_offline_says_so_at_once_instead_of_a_minute_of_retries(
     monkeypatch.delenv("HTTPS_PROXY")
     monkeypatch.setattr(network.socket, "create_connection", lambda *a, **k: socket.socket())
     assert timm_models.weights_host_unreachable("resnet18") is None  # reachable: timm fetches
+
+
+def test_train_names_a_missing_weights_file_before_reading_data(tmp_path):
+    # the data was read (or its absence reported) before the weights file was looked for
+    from pathlab import api
+
+    missing = tmp_path / "resnet18.safetensors"
+    with pytest.raises(ConfigError, match=rf"model.pretrained={missing} does not exist"):
+        api.train(
+            [f"model.pretrained={missing}", f"data.root={tmp_path / 'no_data'}", "threads=1"],
+            tmp_path / "run",
+        )
