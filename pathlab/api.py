@@ -28,40 +28,50 @@ __all__ = [
 ]
 
 
+def _run(task, entry: str, overrides: Sequence[str], output_dir: str | Path | None) -> Any:
+    """An entry point's task on its composed config, with `threads=N` applied as the command
+    line's cli.run_task applies it (the tasks themselves leave it to their caller)."""
+    from pathlab.cli import use_threads
+
+    cfg = compose_config(entry, overrides, output_dir)
+    use_threads(cfg)
+    return task(cfg)
+
+
 def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     from pathlab.train import train as run
 
-    return run(compose_config("train", overrides, output_dir))
+    return _run(run, "train", overrides, output_dir)
 
 
 def evaluate(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     from pathlab.eval import evaluate as run
 
-    return run(compose_config("eval", overrides, output_dir))
+    return _run(run, "eval", overrides, output_dir)
 
 
 def explore(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     from pathlab.explore import explore as run
 
-    return run(compose_config("explore", overrides, output_dir))
+    return _run(run, "explore", overrides, output_dir)
 
 
 def gradcam(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     from pathlab.gradcam import gradcam as run
 
-    return run(compose_config("gradcam", overrides, output_dir))
+    return _run(run, "gradcam", overrides, output_dir)
 
 
 def embed(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     from pathlab.embed import embed as run
 
-    return run(compose_config("embed", overrides, output_dir))
+    return _run(run, "embed", overrides, output_dir)
 
 
 def probe(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     from pathlab.probe import run_probe as run
 
-    return run(compose_config("probe", overrides, output_dir))
+    return _run(run, "probe", overrides, output_dir)
 
 
 def compare(runs: Sequence[str | Path], out_dir: str | Path = ".", bootstrap: int = 1000) -> dict:

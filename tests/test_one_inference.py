@@ -43,7 +43,14 @@ def test_test_eval_predict_onnx_agree(tmp_path, cache_dir):
     run_probs = pd.read_csv(run_dir / "predictions.csv").filter(like="prob_").to_numpy()
 
     data = [a for a in TINY_RUN if a.startswith("data")]
-    evaluated = api.evaluate([f"ckpt_path={tested}", "tta=none", *data], tmp_path / "eval")
+    threads = torch.get_num_threads()
+    try:
+        evaluated = api.evaluate(
+            [f"ckpt_path={tested}", "tta=none", *data, "threads=1"], tmp_path / "eval"
+        )
+        assert torch.get_num_threads() == 1  # threads=N holds in the Python API as on the CLI
+    finally:
+        torch.set_num_threads(threads)
     eval_probs = pd.read_csv(tmp_path / "eval" / "predictions.csv").filter(like="prob_").to_numpy()
     np.testing.assert_allclose(eval_probs, run_probs, atol=1e-5)
     assert evaluated["metrics"]["test/acc"] == train["metrics"]["test/acc"]
