@@ -57,6 +57,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pathlab tests hydra_plugins
 	$(VENV)/bin/ruff format --check pathlab tests hydra_plugins
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format pathlab tests hydra_plugins

@@ -1,16 +1,16 @@
 """pathlab: histology patch classification on PathMNIST with Lightning + Hydra."""
 
 __version__ = "0.1.0"
-from pathlab import quiet  # noqa: F401  (Lightning's known-harmless messages off, once, for all)
+from pathlab.runtime import quiet  # noqa: F401  (Lightning's known-harmless messages off, once, for all)
 
 # `from pathlab import PathClassifier, MedMNISTDataModule`: imported on first use, so that
 # `import pathlab` (and the light entry points) does not pay for Lightning.
 _LAZY = {
-    "PathClassifier": "pathlab.module",
+    "PathClassifier": "pathlab.training.module",
     "MedMNISTDataModule": "pathlab.data.datamodule",
     "DatasetInfo": "pathlab.data.info",
-    "run_callbacks": "pathlab.run_record",
-    "RunRecord": "pathlab.run_record",
+    "run_callbacks": "pathlab.training.run_record",
+    "RunRecord": "pathlab.training.run_record",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pathlab.config import compose_config
+from pathlab.config.tree import compose_config
 from pathlab.data.npz import resplit_npz
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 def _run(task, entry: str, overrides: Sequence[str], output_dir: str | Path | None) -> Any:
     """An entry point's task on its composed config, with `threads=N` applied as the command
     line's cli.run_task applies it (the tasks themselves leave it to their caller)."""
-    from pathlab.cli import use_threads
+    from pathlab.entry.runner import use_threads
 
     cfg = compose_config(entry, overrides, output_dir)
     use_threads(cfg)

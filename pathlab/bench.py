@@ -35,14 +35,15 @@ from PIL import Image
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
-from pathlab.cli import build_model, use_threads
-from pathlab.config import OverviewParser, compose_config
+from pathlab.config.tree import OverviewParser, compose_config
 from pathlab.data.augment import to_float_nchw
-from pathlab.fileio import atomic_write_json
-from pathlab.hardware import default_precision, machine_info
+from pathlab.entry.assemble import build_model
+from pathlab.entry.runner import use_threads
+from pathlab.evaluation.tta import TestTimeAugmentation
 from pathlab.models.protocol import channels_last_hazards, describe, parameter_groups
-from pathlab.terminal import wide_console
-from pathlab.tta import TestTimeAugmentation
+from pathlab.runtime.files import atomic_write_json
+from pathlab.runtime.hardware import default_precision, machine_info
+from pathlab.runtime.terminal import wide_console
 
 RATIO_KEYS = ("pathlab_vs_limit", "pathlab_vs_naive", "data_vs_naive", "tta_vs_plain")
 TARGETS = {  # issue 10's targets on a CPU: ratio >= target (tta_vs_plain: <=)
@@ -328,7 +329,7 @@ def memory_check(overrides: list[str], workdir: Path) -> dict[str, float]:
     script = f"""
 import json, torch
 from hydra.utils import instantiate
-from pathlab.config import compose_config
+from pathlab.config.tree import compose_config
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):

@@ -27,12 +27,10 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from pathlab.config import OverviewParser
-from pathlab.errors import ConfigError, DataError, PathlabError
-from pathlab.fileio import atomic_write_json, atomic_write_text
-from pathlab.metrics import bootstrap_draws, classification_report, predicted
-from pathlab.predictions import PREDICTIONS_FILE, Predictions, read_predictions
-from pathlab.stats import (
+from pathlab.config.tree import OverviewParser
+from pathlab.evaluation.metrics import bootstrap_draws, classification_report, predicted
+from pathlab.evaluation.predictions import PREDICTIONS_FILE, Predictions, read_predictions
+from pathlab.evaluation.stats import (
     LEVEL,
     bootstrap_p_value,
     delong,
@@ -40,7 +38,9 @@ from pathlab.stats import (
     mcnemar_exact,
     percentile_interval,
 )
-from pathlab.terminal import wide_console
+from pathlab.runtime.errors import ConfigError, DataError, PathlabError
+from pathlab.runtime.files import atomic_write_json, atomic_write_text
+from pathlab.runtime.terminal import wide_console
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"

@@ -1,7 +1,7 @@
 """Frozen features of train, val and test: `python -m pathlab.embed ckpt_path=FILE` or
 `python -m pathlab.embed model=<preset> [model.pretrained=FILE]`.
 
-Writes `embeddings.npz` into the run dir (pathlab/embeddings.py: features, labels and the
+Writes `embeddings.npz` into the run dir (pathlab/inference/embeddings.py: features, labels and the
 model's and data's identity), for `python -m pathlab.probe` (linear or kNN head): the frozen
 feature protocol of MedMNIST+ and of pathology foundation-model benchmarks (eva).
 
@@ -28,31 +28,31 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pathlab.checkpoint import (
-    load_trained_model,
-    recorded_datamodule,
-    with_checkpoint_normalisation,
-)
-from pathlab.cli import overridden, run_task
-from pathlab.config import CONF_DIR
+from pathlab.config.tree import CONF_DIR
 from pathlab.data import MedMNISTDataModule
 from pathlab.data.colour_match import check_colour_match
 from pathlab.data.npz import SPLITS
 from pathlab.data.sources import md5sum
-from pathlab.embeddings import (
+from pathlab.entry.runner import overridden, run_task
+from pathlab.evaluation.metrics import probabilities
+from pathlab.inference.checkpoint import (
+    load_trained_model,
+    recorded_datamodule,
+    with_checkpoint_normalisation,
+)
+from pathlab.inference.embeddings import (
     EMBEDDINGS_FILE,
     Embeddings,
     Stopwatch,
     extract_features,
     save_embeddings,
 )
-from pathlab.errors import CheckpointError, ConfigError
-from pathlab.fileio import atomic_write_json
-from pathlab.metrics import probabilities
 from pathlab.models import describe, pretrained_normalisation
 from pathlab.models.weights import weights_file
-from pathlab.module import PathClassifier
-from pathlab.terminal import installed_command, wide_console
+from pathlab.runtime.errors import CheckpointError, ConfigError
+from pathlab.runtime.files import atomic_write_json
+from pathlab.runtime.terminal import installed_command, wide_console
+from pathlab.training.module import PathClassifier
 
 log = logging.getLogger("pathlab")
 

@@ -13,15 +13,16 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pathlab.checkpoint import (
+from pathlab.config.tree import CONF_DIR
+from pathlab.entry.assemble import instantiate_all
+from pathlab.entry.runner import overridden, run_task
+from pathlab.inference.checkpoint import (
     load_trained_model,
     recorded_datamodule,
     with_checkpoint_normalisation,
 )
-from pathlab.cli import instantiate_all, overridden, run_task
-from pathlab.config import CONF_DIR
-from pathlab.module import PathClassifier
-from pathlab.publish import publish_run
+from pathlab.reporting.publish import publish_run
+from pathlab.training.module import PathClassifier
 
 log = logging.getLogger("pathlab")
 

@@ -18,19 +18,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.table import Table
 
-from pathlab.cli import run_task
-from pathlab.config import CONF_DIR
+from pathlab.config.tree import CONF_DIR
 from pathlab.data.augment import BatchAugment, to_float_nchw
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import SPLITS, class_counts
-from pathlab.figures import (
+from pathlab.entry.runner import run_task
+from pathlab.reporting.figures import (
     augmentation_figure,
     class_distribution_figure,
     sample_grid_figure,
     save_png,
 )
-from pathlab.fileio import atomic_write_json, atomic_write_text
-from pathlab.terminal import wide_console
+from pathlab.runtime.files import atomic_write_json, atomic_write_text
+from pathlab.runtime.terminal import wide_console
 
 CHECK_TOLERANCE = 0.1  # |mean| and |std - 1| of a normalised batch; sampling noise is far smaller
 

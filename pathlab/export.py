@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pathlab.checkpoint import load_trained_model
-from pathlab.cli import run_task
-from pathlab.config import CONF_DIR
-from pathlab.deploy import FORMATS, example_input, export, run_exported
-from pathlab.errors import ConfigError, PathlabError
-from pathlab.fileio import atomic_write_json
-from pathlab.module import PathClassifier
-from pathlab.terminal import say
+from pathlab.config.tree import CONF_DIR
+from pathlab.entry.runner import run_task
+from pathlab.inference.checkpoint import load_trained_model
+from pathlab.inference.deploy import FORMATS, example_input, export, run_exported
+from pathlab.runtime.errors import ConfigError, PathlabError
+from pathlab.runtime.files import atomic_write_json
+from pathlab.runtime.terminal import say
+from pathlab.training.module import PathClassifier
 
 
 class ParityError(PathlabError):

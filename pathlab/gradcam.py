@@ -19,21 +19,21 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from pathlab.checkpoint import (
+from pathlab.config.tree import CONF_DIR
+from pathlab.data.augment import to_float_nchw
+from pathlab.entry.runner import overridden, run_task
+from pathlab.evaluation.metrics import predicted, probabilities
+from pathlab.inference.checkpoint import (
     load_trained_model,
     recorded_datamodule,
     with_checkpoint_normalisation,
 )
-from pathlab.cli import overridden, run_task
-from pathlab.config import CONF_DIR
-from pathlab.data.augment import to_float_nchw
-from pathlab.errors import ConfigError
-from pathlab.figures import gradcam_figure, save_png
-from pathlab.fileio import atomic_write_json
-from pathlab.metrics import predicted, probabilities
 from pathlab.models.protocol import GRADCAM_MIN_MAP, feature_map_sizes, gradcam_layer
 from pathlab.models.protocol import stages as model_stages
-from pathlab.terminal import say
+from pathlab.reporting.figures import gradcam_figure, save_png
+from pathlab.runtime.errors import ConfigError
+from pathlab.runtime.files import atomic_write_json
+from pathlab.runtime.terminal import say
 
 
 def choose_layer(net: nn.Module, name: str, size: int, channels: int = 3) -> tuple[str, nn.Module]:

@@ -20,16 +20,16 @@ import numpy as np
 from omegaconf import DictConfig
 from rich.progress import Progress
 
-from pathlab.checkpoint import TrainedModel, load_trained_model, resolve_colour_match
-from pathlab.cli import run_task
-from pathlab.config import CONF_DIR
+from pathlab.config.tree import CONF_DIR
+from pathlab.data.images import DecodedImages, find_images, read_image_files
 from pathlab.data.npz import load_npz
-from pathlab.deploy import predict_probs
-from pathlab.errors import DataError
-from pathlab.fileio import atomic_write_json, atomic_write_text
-from pathlab.images import DecodedImages, find_images, read_image_files
-from pathlab.metrics import predicted
-from pathlab.terminal import say
+from pathlab.entry.runner import run_task
+from pathlab.evaluation.metrics import predicted
+from pathlab.inference.checkpoint import TrainedModel, load_trained_model, resolve_colour_match
+from pathlab.inference.deploy import predict_probs
+from pathlab.runtime.errors import DataError
+from pathlab.runtime.files import atomic_write_json, atomic_write_text
+from pathlab.runtime.terminal import say
 
 SMALL_SET = 100  # colour_match=set warns below this many images (noisy colour statistics)
 

@@ -3,7 +3,7 @@
 The features come from `python -m pathlab.embed` (embeddings.npz). The head is fitted on the
 train split, its one setting (C, or k) picked on the val split from a small grid, and the
 chosen head tested once on the test split. The results go through the one publisher
-(pathlab.publish: metrics.json, report.md, predictions.csv, the MedMNIST result csv,
+(pathlab.reporting.publish: metrics.json, report.md, predictions.csv, the MedMNIST result csv,
 figures), so a probe and a fine-tuned run of the same test split are compared by
 `python -m pathlab.compare` and tabled by `pathlab.summarize` like any other runs.
 
@@ -34,14 +34,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from pathlab.cli import run_task
-from pathlab.config import CONF_DIR
+from pathlab.config.tree import CONF_DIR
 from pathlab.data.info import DatasetInfo
-from pathlab.embeddings import Embeddings, Stopwatch, load_embeddings
-from pathlab.errors import ConfigError, DataError
-from pathlab.metrics import headline_metrics
-from pathlab.predictions import Predictions
-from pathlab.publish import publish_run
+from pathlab.entry.runner import run_task
+from pathlab.evaluation.metrics import headline_metrics
+from pathlab.evaluation.predictions import Predictions
+from pathlab.inference.embeddings import Embeddings, Stopwatch, load_embeddings
+from pathlab.reporting.publish import publish_run
+from pathlab.runtime.errors import ConfigError, DataError
 
 log = logging.getLogger("pathlab")
 

@@ -9,12 +9,12 @@ import re
 import sys
 from pathlib import Path
 
-from pathlab.config import OverviewParser
+from pathlab.config.tree import OverviewParser
 from pathlab.data.info import MEDMNIST_2D, DatasetInfo
-from pathlab.errors import DataError, PathlabError
-from pathlab.predictions import Predictions, read_predictions
-from pathlab.publish import publish_report
-from pathlab.tta import VIEWS
+from pathlab.evaluation.predictions import Predictions, read_predictions
+from pathlab.evaluation.tta import VIEWS
+from pathlab.reporting.publish import publish_report
+from pathlab.runtime.errors import DataError, PathlabError
 
 
 def check_columns(path: str | Path, flag: str | None = None) -> None:

@@ -2,7 +2,7 @@
 
 Runs are found below each DIR (a multirun dir, single run dirs) by their
 `.hydra/overrides.yaml` (an Optuna study dir, with optuna_study.json, is shown as its trials:
-pathlab/optuna_summary.py). They are grouped by their overrides minus the seed, and each
+pathlab/sweeps/summary.py). They are grouped by their overrides minus the seed, and each
 group gets mean, std (sample, n-1) and n of every val and test metric, sorted by the
 optimised metric (best first, marked). Writes summary.md, summary.csv and summary.png;
 runs without a completed metrics.json are listed as failed, with the reason from their log.
@@ -23,16 +23,16 @@ import yaml
 from matplotlib.figure import Figure
 from rich.table import Table
 
-from pathlab.config import OverviewParser
-from pathlab.errors import PathlabError
-from pathlab.figures import save_png
-from pathlab.figures import summary_figure as chart
-from pathlab.fileio import atomic_write_text
-from pathlab.metrics import metric_mode
-from pathlab.optuna_study import find_studies
-from pathlab.optuna_summary import write_study_summary
-from pathlab.stats import paired_test, t_interval
-from pathlab.terminal import wide_console
+from pathlab.config.tree import OverviewParser
+from pathlab.evaluation.metrics import metric_mode
+from pathlab.evaluation.stats import paired_test, t_interval
+from pathlab.reporting.figures import save_png
+from pathlab.reporting.figures import summary_figure as chart
+from pathlab.runtime.errors import PathlabError
+from pathlab.runtime.files import atomic_write_text
+from pathlab.runtime.terminal import wide_console
+from pathlab.sweeps.study import find_studies
+from pathlab.sweeps.summary import write_study_summary
 
 # Overrides that do not define a configuration: the seed, and where things are written.
 NOT_A_SETTING = (
@@ -290,7 +290,7 @@ def summary_markdown(
 
 
 def summary_figure(groups: list[Group], metrics: list[str]) -> Figure:
-    """Bars from 0 (mean over seeds) with each seed's point (pathlab.figures.summary_figure)."""
+    """Bars from 0 (mean over seeds) with each seed's point (pathlab.reporting.figures.summary_figure)."""
     shown = [g for g in groups if g.runs]
     values = {m: [list(g.values(m)) for g in shown] for m in metrics[:4]}
     over = repeats(groups)
@@ -326,7 +326,7 @@ def print_table(groups: list[Group], metrics: list[str]) -> None:
 
 def write_summary(paths: list[Path], out: Path) -> list[Group]:
     studies = [p for p in paths if p.exists()] and find_studies(paths)
-    if studies:  # an Optuna study: its trials as trials (pathlab/optuna_summary.py)
+    if studies:  # an Optuna study: its trials as trials (pathlab/sweeps/summary.py)
         return write_study_summary(studies, out, COLUMNS)
     runs = find_runs(paths)
     groups, optimized = summarize(runs)

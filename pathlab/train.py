@@ -14,18 +14,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pathlab.calibration import METHODS as CALIBRATIONS
-from pathlab.calibration import TemperatureScaling
-from pathlab.cli import build_model, instantiate_all, run_config, run_task
-from pathlab.config import CONF_DIR
-from pathlab.distributed import check_trainer_processes
-from pathlab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from pathlab.loggers import name_run
+from pathlab.config.settings import validate_settings
+from pathlab.config.tree import CONF_DIR
+from pathlab.entry.assemble import build_model, instantiate_all, run_config
+from pathlab.entry.runner import run_task
+from pathlab.evaluation.calibration import METHODS as CALIBRATIONS
+from pathlab.evaluation.calibration import TemperatureScaling
 from pathlab.models.weights import weights_file
-from pathlab.run_record import RunRecord
-from pathlab.runlock import check_resume_identity, claim_run_dir
-from pathlab.settings import validate_settings
-from pathlab.slurm import requeue_if_signalled
+from pathlab.runtime.distributed import check_trainer_processes
+from pathlab.runtime.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from pathlab.runtime.locks import claim_run_dir
+from pathlab.runtime.slurm import requeue_if_signalled
+from pathlab.tracking.loggers import name_run
+from pathlab.training.resume import check_resume_identity
+from pathlab.training.run_record import RunRecord
 
 log = logging.getLogger("pathlab")
 
@@ -125,7 +127,7 @@ def cpu_threads(cfg: DictConfig) -> int | None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Settings checked, the run dir claimed for this run alone (pathlab.runlock), then _train."""
+    """Settings checked, the run dir claimed for this run alone (pathlab.runtime.locks), then _train."""
     run_dir = Path(cfg.paths.output_dir)
     check_config(cfg)
     ckpt_path = resume_path(cfg.ckpt_path, run_dir)
@@ -164,7 +166,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, A
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
-        # the loggers get the run's name and curated hparams before it starts (pathlab.loggers)
+        # the loggers get the run's name and curated hparams before it starts (pathlab.tracking.loggers)
         logger=name_run(instantiate_all(cfg.get("logger")), run_config(cfg)) or False,
     )
 
@@ -175,7 +177,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, A
     except (SystemExit, KeyboardInterrupt):  # SIGTERM (SIGTERMException) or Ctrl-C (exit 1)
         if not trainer.interrupted:
             raise
-        # a signalled SLURM job is requeued and exits here, without a result (pathlab/slurm.py)
+        # a signalled SLURM job is requeued and exits here, without a result (pathlab/runtime/slurm.py)
         requeue_if_signalled(trainer.global_rank, str(run_dir / "checkpoints"))
         raise TrainingInterrupted(record.interrupt_message) from None
     if cfg.get("test") and not record.diverged:

@@ -103,7 +103,7 @@ def train_error(overrides: list[str], run_dir: Path) -> str:
     compose, with its cause (exit 1). Anything else is a bug and propagates."""
     from hydra.errors import HydraException
 
-    from pathlab.errors import find_pathlab_error
+    from pathlab.runtime.errors import find_pathlab_error
     from pathlab.train import train
 
     try:

@@ -12,8 +12,8 @@ import torch
 
 from pathlab.bench import RATIO_KEYS
 from pathlab.data import MedMNISTDataModule
-from pathlab.hardware import cpu_has_native_bf16, default_precision
 from pathlab.models import resnet18
+from pathlab.runtime.hardware import cpu_has_native_bf16, default_precision
 from tests.conftest import run_cli
 
 # bf16 keeps 8 bits of mantissa: a ResNet-18's probabilities move by about 1e-2 (measured max
@@ -100,7 +100,7 @@ def test_bf16_and_channels_last_predict_what_fp32_predicts():
 
 
 def test_default_precision_follows_the_hardware(monkeypatch):
-    import pathlab.hardware as hw
+    import pathlab.runtime.hardware as hw
 
     monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     assert hw.default_precision("cpu") == "bf16-mixed"
@@ -112,7 +112,7 @@ def test_default_precision_follows_the_hardware(monkeypatch):
 def test_channels_last_is_kept_only_where_onednn_trains_it_right(caplog):
     from pathlab.data.info import DatasetInfo
     from pathlab.models.protocol import channels_last_hazards
-    from pathlab.module import PathClassifier
+    from pathlab.training.module import PathClassifier
 
     # 8 channels into a strided 1x1 downsample: oneDNN#6035 (heap corruption at 64 px here)
     assert channels_last_hazards(resnet18(9, stem="cifar", width=8)) == [

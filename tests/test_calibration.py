@@ -1,4 +1,4 @@
-"""pathlab.calibration: temperature scaling and per-label Platt scaling lower the NLL of a
+"""pathlab.evaluation.calibration: temperature scaling and per-label Platt scaling lower the NLL of a
 miscalibrated model, leave its argmax alone and recover a known temperature; the class
 frequency table; bad input is refused."""
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import log_loss
 
-from pathlab.calibration import (
+from pathlab.evaluation.calibration import (
     by_class_frequency,
     fit,
     fit_and_score,
@@ -21,8 +21,8 @@ from pathlab.calibration import (
     test_scores,
     uncalibrated_probs,
 )
-from pathlab.errors import PredictionError
-from pathlab.metrics import negative_log_likelihood
+from pathlab.evaluation.metrics import negative_log_likelihood
+from pathlab.runtime.errors import PredictionError
 
 
 def calibrated_task(n, classes=9, seed=0):
@@ -143,7 +143,7 @@ def test_training_run_with_temperature_and_a_fold(tmp_path, cache_dir):
     import json
 
     from pathlab import api
-    from pathlab.module import PathClassifier
+    from pathlab.training.module import PathClassifier
     from tests.conftest import TINY_RUN
 
     overrides = ["cv.folds=3", "cv.fold=1", "calibration=temperature", "test_checkpoint=last"]

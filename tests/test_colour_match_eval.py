@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pathlab.checkpoint import load_trained_model
 from pathlab.data.shifts import write_shifted_npz
+from pathlab.inference.checkpoint import load_trained_model
 from tests.conftest import EXPECTED_CLASSES, TINY_RUN, run_and_read, run_cli
 
 DATA_ARGS = [a for a in TINY_RUN if a.startswith("data")]

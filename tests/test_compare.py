@@ -11,9 +11,9 @@ import pytest
 
 from pathlab.compare import main
 from pathlab.data.info import DatasetInfo
-from pathlab.metrics import headline_metrics
-from pathlab.predictions import Predictions
-from pathlab.stats import holm, mcnemar_exact
+from pathlab.evaluation.metrics import headline_metrics
+from pathlab.evaluation.predictions import Predictions
+from pathlab.evaluation.stats import holm, mcnemar_exact
 
 PATH = DatasetInfo.create("pathmnist")
 
@@ -38,7 +38,7 @@ def two_runs(tmp_path):
 
 
 def _probs(path):
-    from pathlab.predictions import read_predictions
+    from pathlab.evaluation.predictions import read_predictions
 
     return read_predictions(path).probs
 

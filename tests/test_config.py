@@ -11,10 +11,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from pathlab.cli import build_model
-from pathlab.config import CONF_DIR
+from pathlab.config.tree import CONF_DIR
 from pathlab.data import BatchAugment, PathMNISTDataModule
-from pathlab.errors import find_pathlab_error
+from pathlab.entry.assemble import build_model
+from pathlab.runtime.errors import find_pathlab_error
 
 GROUPS = [
     "data",
@@ -125,7 +125,7 @@ def test_wheel_ships_conf_and_finds_it(tmp_path):
         zf.extractall(site)
     assert "pathlab/conf/train.yaml" in names and "pathlab/conf/loss/focal.yaml" in names
     probe = subprocess.run(
-        [sys.executable, "-c", "import pathlab.config as c; print(c.CONF_DIR)"],
+        [sys.executable, "-c", "import pathlab.config.tree as c; print(c.CONF_DIR)"],
         cwd=tmp_path,
         env={"PYTHONPATH": str(site), "PATH": ""},
         capture_output=True,
@@ -141,7 +141,7 @@ def test_wheel_ships_conf_and_finds_it(tmp_path):
         text=True,
     )
     assert job.returncode == 0, job.stderr
-    assert "pathlab.losses.FocalLoss" in job.stdout
+    assert "pathlab.training.losses.FocalLoss" in job.stdout
 
 
 SYMMETRY = {
@@ -236,9 +236,9 @@ def test_every_entry_point_takes_threads_and_checks_it_as_train_does(entry, tmp_
     # export, gradcam, embed, probe and explore refused threads=1 (Hydra: "Could not override")
     import torch
 
-    from pathlab.cli import use_threads
-    from pathlab.config import compose_config
-    from pathlab.errors import ConfigError
+    from pathlab.config.tree import compose_config
+    from pathlab.entry.runner import use_threads
+    from pathlab.runtime.errors import ConfigError
 
     before = torch.get_num_threads()
     try:

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pathlab.checkpoint import load_trained_model
 from pathlab.data.augment import Normalize, to_float_nchw
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import load_npz
-from pathlab.deploy import run_exported
-from pathlab.metrics import probabilities
+from pathlab.evaluation.metrics import probabilities
+from pathlab.inference.checkpoint import load_trained_model
+from pathlab.inference.deploy import run_exported
 from tests.conftest import REAL_SAMPLE, run_and_read, run_cli
 from tests.test_tasks import TINY, official_npz
 

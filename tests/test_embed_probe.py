@@ -11,17 +11,22 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from pathlab.checkpoint import load_trained_model
 from pathlab.compare import compare_runs
-from pathlab.config import compose_config
+from pathlab.config.tree import compose_config
 from pathlab.data import MedMNISTDataModule
 from pathlab.data.augment import Normalize, to_float_nchw
 from pathlab.data.info import MULTI_CLASS, MULTI_LABEL, DatasetInfo
 from pathlab.embed import embed
-from pathlab.embeddings import EMBEDDINGS_FILE, Embeddings, load_embeddings, save_embeddings
-from pathlab.errors import ConfigError, DataError
+from pathlab.inference.checkpoint import load_trained_model
+from pathlab.inference.embeddings import (
+    EMBEDDINGS_FILE,
+    Embeddings,
+    load_embeddings,
+    save_embeddings,
+)
 from pathlab.models import pooled_features
 from pathlab.probe import run_probe
+from pathlab.runtime.errors import ConfigError, DataError
 from tests.conftest import TINY_RUN
 
 DATA_ARGS = [a for a in TINY_RUN if a.startswith("data")]

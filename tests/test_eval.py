@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pathlab.checkpoint import read_checkpoint
+from pathlab.inference.checkpoint import read_checkpoint
 from tests.conftest import TINY_RUN, run_and_read, run_cli
 from tests.test_train import scalars
 
@@ -128,7 +128,7 @@ def test_eval_bad_checkpoints(trained_run, tmp_path, make, message):
     """In-process: pathlab.eval's one line for a damaged or foreign checkpoint (cli.run_task
     prints a PathlabError alone, exit 2: tests/test_train.py)."""
     from pathlab.api import evaluate
-    from pathlab.errors import CheckpointError
+    from pathlab.runtime.errors import CheckpointError
 
     run_dir, _ = trained_run
     ckpt = make(run_dir, tmp_path / "other.ckpt")

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pathlab import api
-from pathlab.cli import overridden
+from pathlab.entry.runner import overridden
 
 
 @pytest.mark.parametrize(

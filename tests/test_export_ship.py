@@ -15,9 +15,9 @@ import torch
 from torch.onnx._internal.exporter._onnx_program import ONNXProgram
 
 from pathlab.api import compose_config
-from pathlab.checkpoint import load_trained_model
-from pathlab.deploy import example_input, onnx_program, run_exported, save_onnx
 from pathlab.export import export_model
+from pathlab.inference.checkpoint import load_trained_model
+from pathlab.inference.deploy import example_input, onnx_program, run_exported, save_onnx
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from pathlab.figures import (
+from pathlab.reporting.figures import (
     class_distribution_figure,
     gradcam_figure,
     per_class_figure,

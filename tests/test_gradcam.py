@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from pathlab import api
-from pathlab.errors import ConfigError
 from pathlab.gradcam import choose_layer, grad_cam_maps, pick_examples
 from pathlab.models import resnet18
+from pathlab.runtime.errors import ConfigError
 from tests.conftest import TINY_RUN
 
 DATA_ARGS = [a for a in TINY_RUN if a.startswith("data")]

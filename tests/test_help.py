@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from pathlab.config import CONF_DIR
+from pathlab.config.tree import CONF_DIR
 
 ENTRIES = ("train", "eval", "predict", "export", "explore", "gradcam")
 
@@ -75,7 +75,7 @@ def test_argparse_entry_points_start_with_the_overview_too(entry, capsys):
 def test_the_overview_names_every_console_script():
     import tomllib
 
-    from pathlab.config import overview
+    from pathlab.config.tree import overview
 
     repo = Path(__file__).resolve().parents[1]
     scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]

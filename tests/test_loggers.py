@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pathlab.cli import run_config
-from pathlab.figures import confusion_figure, reliability_figure
-from pathlab.loggers import (
+from pathlab.entry.assemble import run_config
+from pathlab.reporting.figures import confusion_figure, reliability_figure
+from pathlab.runtime.terminal import installed_command
+from pathlab.tracking.loggers import (
     FIXED_KEYS,
     by_step,
     figure_panels,
@@ -32,7 +33,6 @@ from pathlab.loggers import (
     sweep_keys,
     tensorboard_tag,
 )
-from pathlab.terminal import installed_command
 from tests.conftest import TINY_RUN, run_cli
 
 NAMES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
@@ -332,7 +332,7 @@ def test_mlflow_runs_in_one_process_keep_their_own_stores(tmp_path, monkeypatch)
     mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI, which logger.mlflow.tracking_uri reads."""
     import os
 
-    from pathlab.loggers import MLflowLogger, RunIdentity
+    from pathlab.tracking.loggers import MLflowLogger, RunIdentity
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run = RunIdentity(name="resnet18-ce-seed0", group="resnet18-ce", params={"seed": 0}, schema={})
@@ -352,8 +352,8 @@ def test_mlflow_runs_in_one_process_keep_their_own_stores(tmp_path, monkeypatch)
 
 def test_an_unreachable_mlflow_server_is_one_error_not_minutes_of_retries(tmp_path, monkeypatch):
     # MLflow retried http://host:5000 for 259 s, then raised a chain of ten tracebacks
-    from pathlab.errors import ConfigError
-    from pathlab.loggers import MLflowLogger
+    from pathlab.runtime.errors import ConfigError
+    from pathlab.tracking.loggers import MLflowLogger
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -366,7 +366,7 @@ def test_an_unreachable_mlflow_server_is_one_error_not_minutes_of_retries(tmp_pa
     assert not (tmp_path / "run").exists()  # nothing half-made
     # behind a proxy the direct connect says nothing: MLflow goes through the proxy
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.lab:3128")
-    from pathlab.network import unreachable
+    from pathlab.runtime.network import unreachable
 
     assert unreachable(uri) is None
     assert unreachable("sqlite:///x/mlflow.db") is None  # a local store is not a server

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pathlab.errors import ConfigError
-from pathlab.losses import CrossEntropyLoss, FocalLoss, balanced_weights
+from pathlab.runtime.errors import ConfigError
+from pathlab.training.losses import CrossEntropyLoss, FocalLoss, balanced_weights
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from sklearn.metrics import (
 )
 
 from pathlab.data.info import DatasetInfo
-from pathlab.metrics import classification_report as _report
-from pathlab.metrics import (
+from pathlab.evaluation.metrics import classification_report as _report
+from pathlab.evaluation.metrics import (
     correct_count,
     expected_calibration_error,
     headline_metrics,

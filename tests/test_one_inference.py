@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from pathlab import api
-from pathlab.checkpoint import load_trained_model
-from pathlab.deploy import export, run_exported
+from pathlab.inference.checkpoint import load_trained_model
+from pathlab.inference.deploy import export, run_exported
 from tests.conftest import TINY_RUN
 
 
@@ -56,8 +56,8 @@ def test_test_eval_predict_onnx_agree(tmp_path, cache_dir):
     assert evaluated["metrics"]["test/acc"] == train["metrics"]["test/acc"]
 
     npz = json.loads((run_dir / "metrics.json").read_text())["reproduce"]["data_file"]
-    from pathlab.cli import run_task
-    from pathlab.config import compose_config
+    from pathlab.config.tree import compose_config
+    from pathlab.entry.runner import run_task
     from pathlab.predict import predict
 
     threads = torch.get_num_threads()

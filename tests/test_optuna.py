@@ -21,16 +21,9 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from hydra_plugins.pathlab_optuna_sweeper import _impl
-from pathlab.errors import ConfigError, PathlabError
-from pathlab.optuna_report import (
-    ENV_TRIAL_ID,
-    PRUNED_AT_EPOCH,
-    OptunaReport,
-    job_environment,
-    make_pruner,
-    pruner_spec,
-)
-from pathlab.optuna_study import (
+from pathlab.runtime.errors import ConfigError, PathlabError
+from pathlab.summarize import main as summarize_main
+from pathlab.sweeps.study import (
     ERROR,
     WORKER,
     abandoned_trials,
@@ -40,7 +33,14 @@ from pathlab.optuna_study import (
     open_storage,
     worker_id,
 )
-from pathlab.summarize import main as summarize_main
+from pathlab.sweeps.trial_callback import (
+    ENV_TRIAL_ID,
+    PRUNED_AT_EPOCH,
+    OptunaReport,
+    job_environment,
+    make_pruner,
+    pruner_spec,
+)
 from tests.conftest import run_cli
 from tests.test_sweeps import SWEEP_RUN, job_dirs, metrics
 

@@ -1,5 +1,5 @@
-"""pathlab.progress (epoch lines in the log file and, off a terminal, on the console) and
-pathlab.quiet (Lightning's known-harmless messages silenced once)."""
+"""pathlab.training.progress (epoch lines in the log file and, off a terminal, on the console) and
+pathlab.runtime.quiet (Lightning's known-harmless messages silenced once)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
-from pathlab import quiet
-from pathlab.progress import EpochLog, epoch_line, final_metrics_line, hms
+from pathlab.runtime import quiet
+from pathlab.training.progress import EpochLog, epoch_line, final_metrics_line, hms
 
 
 class TinyModule(L.LightningModule):
@@ -175,7 +175,7 @@ def test_final_metrics_from_predictions():
 )
 def test_known_harmless_warnings_are_silenced(message, category):
     with warnings.catch_warnings(record=True) as caught:
-        warnings.resetwarnings()  # pytest's own filters off: only pathlab.quiet's
+        warnings.resetwarnings()  # pytest's own filters off: only pathlab.runtime.quiet's
         warnings.simplefilter("always")
         quiet.silence()
         warnings.warn(message, category, stacklevel=1)
@@ -216,12 +216,12 @@ def test_onnx_exporter_passes_are_held_at_warning(caplog):
 
 def test_every_entry_point_gets_the_filters():
     """A fresh interpreter that imports any pathlab module has the filters (pathlab/__init__
-    imports pathlab.quiet): the process boundary is what is tested."""
+    imports pathlab.runtime.quiet): the process boundary is what is tested."""
     import subprocess
     import sys
 
     code = (
-        "import logging, warnings, pathlab.metrics; "
+        "import logging, warnings, pathlab.evaluation.metrics; "
         "f = logging.getLogger('lightning.pytorch.utilities.rank_zero').filters; "
         "print(len(f), any('srun' in str(w[1].pattern) for w in warnings.filters if w[1]))"
     )

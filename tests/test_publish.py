@@ -13,12 +13,12 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from pathlab.data.info import DatasetInfo
-from pathlab.errors import DataError
-from pathlab.metrics import headline_metrics
-from pathlab.predictions import Predictions, read_predictions
-from pathlab.publish import publish_report
+from pathlab.evaluation.metrics import headline_metrics
+from pathlab.evaluation.predictions import Predictions, read_predictions
 from pathlab.report import main
-from pathlab.terminal import installed_command
+from pathlab.reporting.publish import publish_report
+from pathlab.runtime.errors import DataError
+from pathlab.runtime.terminal import installed_command
 from tests.conftest import EXPECTED_CLASSES
 from tests.test_metrics import multi_label, predictions
 
@@ -182,7 +182,7 @@ def test_other_tasks_are_published_under_their_own_names(tmp_path, flag):
 def test_files_get_the_mode_a_plain_open_would(tmp_path):
     import os
 
-    from pathlab.fileio import atomic_write_text
+    from pathlab.runtime.files import atomic_write_text
 
     old = os.umask(0o022)
     try:
@@ -194,7 +194,7 @@ def test_files_get_the_mode_a_plain_open_would(tmp_path):
 
 def test_the_tensorboard_command_is_printed_only_where_there_is_a_tensorboard_log(tmp_path, capsys):
     # pathlab.probe (csv logger) printed `tensorboard --logdir` for a dir with no event file
-    from pathlab.publish import print_metrics
+    from pathlab.reporting.publish import print_metrics
 
     print_metrics({"test/acc": 0.5}, tmp_path, "probe", report=True)
     shown = capsys.readouterr().out

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pathlab.calibration import fit_and_score, scale_logits
 from pathlab.data.info import DatasetInfo
-from pathlab.metrics import classification_report, expected_calibration_error
-from pathlab.predictions import Predictions
-from pathlab.publish import publish_report, publish_run
+from pathlab.evaluation.calibration import fit_and_score, scale_logits
+from pathlab.evaluation.metrics import classification_report, expected_calibration_error
+from pathlab.evaluation.predictions import Predictions
+from pathlab.reporting.publish import publish_report, publish_run
 
 PATH = DatasetInfo.create("pathmnist")
 PROTOCOL = {

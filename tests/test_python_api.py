@@ -10,8 +10,8 @@ import torch
 
 from pathlab import MedMNISTDataModule, PathClassifier, run_callbacks
 from pathlab.api import evaluate
-from pathlab.checkpoint import load_trained_model
-from pathlab.config import compose_config
+from pathlab.config.tree import compose_config
+from pathlab.inference.checkpoint import load_trained_model
 
 # a ResNet-18 small enough for a few CPU steps, given as a plain model spec (no Hydra)
 TINY_RESNET = {
@@ -74,7 +74,7 @@ def test_testing_an_earlier_checkpoint_keeps_the_runs_validation_history(tmp_pat
     summary still reports the epochs the run trained."""
     from types import SimpleNamespace
 
-    from pathlab.run_record import RunRecord, human_epoch
+    from pathlab.training.run_record import RunRecord, human_epoch
 
     record = RunRecord(str(tmp_path))
     history = [{"epoch": 0, "val/auc": 0.9}, {"epoch": 1, "val/auc": 0.8}]

@@ -21,7 +21,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from pathlab.config import CONF_DIR
+from pathlab.config.tree import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

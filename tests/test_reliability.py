@@ -20,11 +20,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pathlab.checkpoint_io import AtomicCheckpointIO, atomic_save_bytes
-from pathlab.errors import ConfigError, DataError, StorageError
-from pathlab.images import decode_image, read_image_files, to_8bit
-from pathlab.runlock import LOCK_NAME, RunDirGuard, claim_run_dir
-from pathlab.settings import SCHEMA, check_schedule, unknown_numbers, validate_settings
+from pathlab.config.settings import SCHEMA, check_schedule, unknown_numbers, validate_settings
+from pathlab.data.images import decode_image, read_image_files, to_8bit
+from pathlab.runtime.checkpoint_files import AtomicCheckpointIO, atomic_save_bytes
+from pathlab.runtime.errors import ConfigError, DataError, StorageError
+from pathlab.runtime.locks import LOCK_NAME, RunDirGuard, claim_run_dir
 from tests.conftest import REPO
 
 TINY_INPROCESS = [
@@ -150,7 +150,9 @@ def test_a_disk_that_fills_during_training_leaves_every_checkpoint_loadable(tmp_
         for name in ("model_checkpoint", "last_checkpoint", "interrupted_checkpoint"):
             cfg.callbacks[name].dirpath = str(mnt / "run" / "checkpoints")
         plugins = [p["_target_"] for p in cfg.trainer.plugins]
-        assert plugins == ["pathlab.checkpoint_io.AtomicCheckpointIO"]  # the default trainer's
+        assert plugins == [
+            "pathlab.runtime.checkpoint_files.AtomicCheckpointIO"
+        ]  # the default trainer's
         with pytest.raises(StorageError) as failed:
             train(cfg)
         message = str(failed.value)
@@ -250,7 +252,7 @@ def test_tta_views_that_the_symmetry_rules_out_are_said(compose_cfg):
     assert validate_settings(plain(compose_cfg(["data.flag=octmnist", "tta=flip"])), gpus=0) == []
     assert validate_settings(plain(compose_cfg(["tta=rot4"])), gpus=0) == []  # PathMNIST: d4
     # a misspelt view set is the TTA's one error, with no symmetry note before it
-    from pathlab.settings import check_tta
+    from pathlab.config.settings import check_tta
 
     assert check_tta({"views": "d5"}, {"flag": "pathmnist", "symmetry": "d4"}) == []
     assert check_tta({"views": "d5"}, {"flag": "chestmnist", "symmetry": "none"}) == []
@@ -276,7 +278,7 @@ def test_a_schedule_is_checked_on_its_whole_curve():
     assert "to -9.1e-07 at step 992 of a 1000-step run (optim.lr=0.001)" in problem
     assert check_schedule({**custom, "slope": 0.5}, optim) == []
     # the shipped cosine schedule with a negative floor, bypassing the schema's range
-    cosine = {"_target_": "pathlab.schedulers.warmup_cosine", "_partial_": True}
+    cosine = {"_target_": "pathlab.training.schedulers.warmup_cosine", "_partial_": True}
     (problem,) = check_schedule({**cosine, "min_lr_ratio": -0.1}, optim)
     assert "warmup_cosine" in problem and "must stay > 0" in problem
     assert check_schedule({**cosine, "min_lr_ratio": 0.0}, optim) == []  # 0 is never reached
@@ -310,7 +312,7 @@ def test_a_finished_run_dir_is_not_reused_unless_asked(tmp_path):
 def _hold_lock(run_dir: Path) -> subprocess.Popen:
     """Another process that holds the run dir's lock until killed."""
     code = (
-        "import sys, time; from pathlab.runlock import claim_run_dir; "
+        "import sys, time; from pathlab.runtime.locks import claim_run_dir; "
         f"claim_run_dir({str(run_dir)!r}); print('held', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -341,7 +343,7 @@ def test_a_run_that_exits_with_an_error_line_leaves_no_lock_file(tmp_path):
     # point: the lock must go at the process's end)
     run = tmp_path / "run"
     code = (
-        "from pathlab.runlock import RunDirGuard; from omegaconf import OmegaConf; "
+        "from pathlab.runtime.locks import RunDirGuard; from omegaconf import OmegaConf; "
         f"cfg = OmegaConf.create({{'hydra': {{'run': {{'dir': {str(run)!r}}}}}, "
         "'task_name': 'train'}); guard = RunDirGuard(); guard.on_run_start(cfg); "
         "assert guard.lock.path.exists(); raise SystemExit(2)"
@@ -470,7 +472,7 @@ def test_a_truncated_metrics_json_is_named_as_such(tmp_path):
 
 
 def test_a_storage_error_of_a_move_names_the_destination():
-    from pathlab.errors import storage_error
+    from pathlab.runtime.errors import storage_error
 
     exc = OSError(errno.ENOSPC, "No space left on device", "/tmp/tmpabc", None, "/runs/a/best.ckpt")
     assert str(storage_error(exc)).startswith(
@@ -495,7 +497,7 @@ def tiny_checkpoint(tmp_path_factory, cache_dir):
 
 
 def test_resuming_under_another_identity_is_refused_naming_both(tiny_checkpoint, compose_cfg):
-    from pathlab.runlock import check_resume_identity
+    from pathlab.training.resume import check_resume_identity
 
     same = plain(compose_cfg(TINY_INPROCESS))
     check_resume_identity(tiny_checkpoint, same["data"], same["model"])  # its own settings
@@ -562,7 +564,7 @@ def test_predict_flags_doubtful_images_per_row_and_counts_them(
 def test_lightnings_misconfiguration_is_a_config_error():
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from pathlab.errors import find_pathlab_error
+    from pathlab.runtime.errors import find_pathlab_error
 
     wrapped = RuntimeError("instantiating the trainer")
     wrapped.__cause__ = MisconfigurationException(
@@ -618,8 +620,8 @@ def test_train_refuses_to_resume_under_another_size(tiny_checkpoint, compose_cfg
 def test_eval_refuses_a_data_set_of_another_size_or_channel_count(tiny_checkpoint):
     from dataclasses import replace
 
-    from pathlab.checkpoint import check_same_data, load_trained_model
-    from pathlab.errors import CheckpointError
+    from pathlab.inference.checkpoint import check_same_data, load_trained_model
+    from pathlab.runtime.errors import CheckpointError
 
     trained = load_trained_model(tiny_checkpoint)
     check_same_data(trained, trained.info)
@@ -655,7 +657,7 @@ def test_a_one_class_val_split_is_a_data_problem_not_a_divergence(compose_cfg, t
 
 
 def test_ctrl_c_in_an_entry_point_is_one_line(capsys):
-    from pathlab.cli import run_task
+    from pathlab.entry.runner import run_task
 
     def task(cfg):
         raise KeyboardInterrupt
@@ -680,7 +682,7 @@ def test_a_required_setting_left_out_is_asked_for_in_one_line(
     compose_cfg, capsys, entry, overrides, asked
 ):
     # omegaconf stopped these mid-run with a 40-line MissingMandatoryValue traceback, exit 1
-    from pathlab.cli import run_task
+    from pathlab.entry.runner import run_task
 
     ran = []
     with pytest.raises(SystemExit) as ended:

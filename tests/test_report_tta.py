@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from pathlab.data.info import DatasetInfo
-from pathlab.predictions import Predictions
-from pathlab.publish import publish_report
+from pathlab.evaluation.predictions import Predictions
 from pathlab.report import main, recorded_tta
+from pathlab.reporting.publish import publish_report
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_a_lone_predictions_file_says_the_tta_is_not_recorded(run_dir, tmp_path)
 def test_a_rebuild_keeps_the_runs_own_report_and_writes_beside_it(run_dir, tmp_path, capsys):
     """The walk: a rebuild in the run's folder replaced report.md/json and lost the protocol card
     and the numbers without TTA, which predictions.csv alone cannot give back."""
-    from pathlab.predictions import read_predictions
+    from pathlab.evaluation.predictions import read_predictions
 
     run = tmp_path / "with_protocol"
     record = dataclasses.replace(

@@ -63,8 +63,8 @@ def test_ddp_on_two_cpu_processes_counts_every_image_once(tmp_path, cache_dir):
     report = json.loads((run_dir / "report.json").read_text())
     assert report["overall"]["n"] == 99
     # val/loss too is over the 101 val images once each: cross-entropy of the best checkpoint
-    from pathlab.checkpoint import load_trained_model
     from pathlab.data.augment import to_float_nchw
+    from pathlab.inference.checkpoint import load_trained_model
 
     model = load_trained_model(ckpt)
     with np.load(trained["reproduce"]["data_file"]) as npz:
@@ -235,7 +235,7 @@ def test_same_seed_and_deterministic_give_identical_metrics(tmp_path, cache_dir)
 def test_a_full_or_read_only_disk_is_one_clear_message(tmp_path, capsys, code):
     """Root ignores permissions, so the failing write is simulated: the message and exit code
     are the entry points' own (cli.run_task)."""
-    from pathlab.cli import run_task
+    from pathlab.entry.runner import run_task
 
     def task(cfg):
         raise OSError(code, os.strerror(code), str(tmp_path / "run" / "checkpoints" / "best.ckpt"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pathlab.schedulers import multistep, one_cycle, warmup_cosine
+from pathlab.training.schedulers import multistep, one_cycle, warmup_cosine
 
 
 def _lrs(make, steps: int, **kwargs) -> list[float]:

@@ -12,10 +12,10 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hydra_plugins.pathlab_slurm_launcher.launcher import PathlabSlurmLauncher
-from pathlab import slurm
-from pathlab.config import job_dirname
-from pathlab.distributed import check_process_group, check_split_coverage
-from pathlab.errors import ConfigError, PredictionError, TrainingInterrupted
+from pathlab.config.tree import job_dirname
+from pathlab.runtime import slurm
+from pathlab.runtime.distributed import check_process_group, check_split_coverage
+from pathlab.runtime.errors import ConfigError, PredictionError, TrainingInterrupted
 
 SINFO = "cpu*|vm|2|4096|(null)|1:00:00\ngpu|g1|32|256000|gpu:a100:4(S:0-1)|2-00:00:00\n"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pathlab import slurm
-from pathlab.errors import ConfigError
+from pathlab.runtime import slurm
+from pathlab.runtime.errors import ConfigError
 from pathlab.summarize import main as summarize_main
 from tests.conftest import REPO, TINY_RUN, run_and_read
 

@@ -1,4 +1,4 @@
-"""pathlab.stats and the vectorised bootstrap in pathlab.metrics: resampled metrics equal the
+"""pathlab.evaluation.stats and the vectorised bootstrap in pathlab.evaluation.metrics: resampled metrics equal the
 scalar definitions, intervals agree with closed forms, McNemar with the exact binomial, DeLong
 with a direct O(mn) computation, Holm with a worked example."""
 
@@ -11,14 +11,14 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from pathlab.data.info import DatasetInfo
-from pathlab.metrics import (
+from pathlab.evaluation.metrics import (
     bootstrap_intervals,
     classification_report,
     headline_metrics,
     per_class_auc,
     resampled_metrics,
 )
-from pathlab.stats import (
+from pathlab.evaluation.stats import (
     bootstrap_indices,
     bootstrap_p_value,
     bootstrap_weights,

@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from pathlab.stats import paired_test, t_interval
+from pathlab.evaluation.stats import paired_test, t_interval
 from pathlab.summarize import main
 
 

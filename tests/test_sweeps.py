@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pathlab.config import job_dirname
+from pathlab.config.tree import job_dirname
 from pathlab.summarize import main as summarize_main
 from tests.conftest import TINY_RUN, run_cli
 

@@ -26,7 +26,7 @@ SCALARS = [
     "val/acc",
     "val/auc",
     "train/loss_epoch",
-    "~test/acc",  # results sort after the train/val curves in TensorBoard (pathlab.loggers)
+    "~test/acc",  # results sort after the train/val curves in TensorBoard (pathlab.tracking.loggers)
     "~test/auc",
     "~test/f1_macro",
 ]
@@ -76,7 +76,8 @@ def test_best_checkpoint_holds_the_config_and_balanced_alpha(trained_run):
     ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     config = ckpt["hyper_parameters"]["config"]
     assert (
-        config["loss"]["_target_"] == "pathlab.losses.FocalLoss" and config["model"]["width"] == 8
+        config["loss"]["_target_"] == "pathlab.training.losses.FocalLoss"
+        and config["model"]["width"] == 8
     )
     alpha = ckpt["state_dict"]["criterion.weight"]
     assert not torch.equal(alpha, torch.ones(9))  # resolved from the train split's class counts
@@ -224,7 +225,7 @@ def test_ema_weights_validate_are_saved_and_tested(tmp_path, cache_dir):
         "pathlab.train",
         run_dir,
         *TINY_RUN,
-        "callbacks.ema={_target_:pathlab.callbacks.EMAWeights,decay:0.9}",
+        "callbacks.ema={_target_:pathlab.training.callbacks.EMAWeights,decay:0.9}",
     )
     ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)
     averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]

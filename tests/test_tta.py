@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from pathlab.data.augment import d4_transform
-from pathlab.errors import ConfigError
-from pathlab.tta import VIEWS, TestTimeAugmentation
+from pathlab.evaluation.tta import VIEWS, TestTimeAugmentation
+from pathlab.runtime.errors import ConfigError
 
 
 def small_net() -> nn.Module:

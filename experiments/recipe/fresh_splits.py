@@ -101,8 +101,8 @@ def merged(preset: str, split_seed: int, before: dict[str, object]) -> list[dict
 
 def t_interval(values: list[float]) -> tuple[float, float]:
     """95% t-interval of the mean of `values`, one value per split: runs on one split share its
-    test images, so the split, not the run, is the independent unit (pathlab.stats)."""
-    from pathlab.stats import t_interval as interval
+    test images, so the split, not the run, is the independent unit (pathlab.evaluation.stats)."""
+    from pathlab.evaluation.stats import t_interval as interval
 
     return interval(values)
 

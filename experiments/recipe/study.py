@@ -28,7 +28,7 @@ COMMON = ["data.download=false", "~callbacks.rich_progress_bar", "logger=csv"]
 # The ablation: every lever is one row added to `base` alone; `fast_cpu` combines the levers that
 # helped. `default` is `python -m pathlab.train` as it stood before the study.
 BASE = ["model.width=32", "trainer.max_epochs=40"]
-EMA = "callbacks.ema={_target_:pathlab.callbacks.EMAWeights,decay:0.98}"
+EMA = "callbacks.ema={_target_:pathlab.training.callbacks.EMAWeights,decay:0.98}"
 MIX = "data.mixing={_target_:pathlab.data.BatchMix,mixup_alpha:0.2,cutmix_alpha:1.0,prob:0.5}"
 COLOUR = [
     "data.augment.stain_jitter=0.1",
@@ -226,11 +226,11 @@ def shifted_metrics(
     import numpy as np
     import torch
 
-    from pathlab.checkpoint import load_trained_model
+    from pathlab.inference.checkpoint import load_trained_model
     from pathlab.data.npz import cached_train_colours, load_npz
     from pathlab.data.shifts import SHIFTS, apply_shift
-    from pathlab.deploy import predict_probs
-    from pathlab.metrics import headline_metrics
+    from pathlab.inference.deploy import predict_probs
+    from pathlab.evaluation.metrics import headline_metrics
 
     cache = run_dir / ("shifts.json" if colour_match == "auto" else f"shifts_{colour_match}.json")
     if cache.is_file():
@@ -282,9 +282,9 @@ def skewed_sets(row: str = "fast_cpu") -> dict[str, dict[str, float]]:
     import numpy as np
     import torch
 
-    from pathlab.checkpoint import load_trained_model
+    from pathlab.inference.checkpoint import load_trained_model
     from pathlab.data.colour_match import fit_colour_transport
-    from pathlab.deploy import DeployedClassifier, predict_probs
+    from pathlab.inference.deploy import DeployedClassifier, predict_probs
 
     with np.load(split_root() / "pathmnist.npz") as npz:
         images, labels = npz["test_images"], npz["test_labels"].ravel()

@@ -1,14 +1,14 @@
 """The sweep: a search space from Hydra's sweep syntax, the study of the fixed config, then
 ask -> launch -> tell, a batch of n_jobs trials at a time.
 
-- Resumable: `n_trials` is the study's total; the trials already counted (pathlab.optuna_study
+- Resumable: `n_trials` is the study's total; the trials already counted (pathlab.sweeps.study
   .counts) are not run again, the sampler is seeded with seed + the study's trial count (a
   resumed TPE/random sampler would otherwise draw its first trials' parameters again), and
   job folders are numbered by trial number.
 - One study per fixed config: its name and its folder carry a hash of the task config without
   the searched keys, so another fixed setting starts another study, and the log says which
   settings differ from the studies already there.
-- Each job learns its trial through `hydra.job.env_set` (pathlab.optuna_report reads it and
+- Each job learns its trial through `hydra.job.env_set` (pathlab.sweeps.trial_callback reads it and
   reports every epoch); its return value is the objective, its metrics.json the trial's
   user attributes. A crash or a NaN metric is a FAIL trial and the sweep goes on.
 """
@@ -39,10 +39,15 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from pathlab.errors import ConfigError, PathlabError, TrainingInterrupted, find_pathlab_error
-from pathlab.metrics import metric_mode
-from pathlab.optuna_report import ENV_STORAGE, PRUNED_AT_EPOCH, job_environment, pruner_spec
-from pathlab.optuna_study import (
+from pathlab.evaluation.metrics import metric_mode
+from pathlab.runtime.errors import (
+    ConfigError,
+    PathlabError,
+    TrainingInterrupted,
+    find_pathlab_error,
+)
+from pathlab.runtime.terminal import installed_command
+from pathlab.sweeps.study import (
     DEFAULT_DB,
     ERROR,
     INTERRUPTED,
@@ -59,7 +64,7 @@ from pathlab.optuna_study import (
     worker_id,
     write_study_file,
 )
-from pathlab.terminal import installed_command
+from pathlab.sweeps.trial_callback import ENV_STORAGE, PRUNED_AT_EPOCH, job_environment, pruner_spec
 
 log = logging.getLogger("pathlab.optuna")
 # set_metric_names, heartbeats and fail_stale_trials are still flagged experimental (for years)

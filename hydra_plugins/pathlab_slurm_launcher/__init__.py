@@ -1,5 +1,5 @@
 """pathlab's SLURM launcher (`hydra/launcher=slurm`, `slurm_multinode`): Hydra's submitit
-launcher, plus what a live cluster needs (pathlab/slurm.py does the work):
+launcher, plus what a live cluster needs (pathlab/runtime/slurm.py does the work):
 
 - before submitting, the request is checked against the partition (`sinfo`): one clear line
   refuses what could never start, instead of a job PENDING forever;

@@ -63,7 +63,7 @@ _OWN = {"pending_report_min", "pending_limit_min", "check_partition", "poll_s"}
 
 
 def _refuse(message: str) -> None:
-    """The entry points' one-line error (pathlab.cli.run_task), from the launcher."""
+    """The entry points' one-line error (pathlab.entry.runner.run_task), from the launcher."""
     print(f"\npathlab: error: {message}\n", file=sys.stderr)
     raise SystemExit(2)
 
@@ -92,7 +92,7 @@ class PathlabSlurmLauncher(SlurmLauncher):
 
     # --- on the login node ------------------------------------------------------------------
     def _request(self):
-        from pathlab.slurm import Request
+        from pathlab.runtime.slurm import Request
 
         p = self.params
         return Request(
@@ -110,8 +110,8 @@ class PathlabSlurmLauncher(SlurmLauncher):
     ) -> Sequence[JobReturn]:
         import submitit
 
-        from pathlab.errors import PathlabError
-        from pathlab.slurm import check_request, sinfo_nodes
+        from pathlab.runtime.errors import PathlabError
+        from pathlab.runtime.slurm import check_request, sinfo_nodes
 
         assert self.config is not None and len(job_overrides) > 0
         if self.own.get("check_partition", True):
@@ -159,7 +159,7 @@ class PathlabSlurmLauncher(SlurmLauncher):
 
     def _wait(self, jobs: list) -> None:
         """Until every job is done; a job PENDING for long is reported (or cancelled)."""
-        from pathlab.slurm import queue_states
+        from pathlab.runtime.slurm import queue_states
 
         report = self.own.get("pending_report_min")
         report_s = 60 * float(10 if report is None else report)

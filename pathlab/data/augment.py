@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 
 # Stain matrix of Ruifrok & Johnston (rows: haematoxylin, eosin, DAB optical densities per RGB).
 _RGB_FROM_HED = torch.tensor(

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from pathlab.data.augment import to_float_nchw
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 
 COLOUR_MATCHES = ("none", "set")
 # EM rounds: the class mix estimated twice, the third map is the one used (a third estimate

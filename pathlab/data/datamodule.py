@@ -22,7 +22,7 @@ from pathlab.data.folds import cv_spec, cv_summary, kfold_indices, read_groups
 from pathlab.data.info import SYMMETRY_BY_FLAG, DatasetInfo, default_augment
 from pathlab.data.npz import SPLITS, Split, cached_train_colours, class_counts, load_npz
 from pathlab.data.sources import locate_npz, prepare_npz
-from pathlab.errors import ConfigError, DataError
+from pathlab.runtime.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
-from pathlab.errors import ConfigError, DataError
+from pathlab.runtime.errors import ConfigError, DataError
 
 
 def kfold_indices(

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pathlab.errors import DataError
+from pathlab.runtime.errors import DataError
 
 MULTI_CLASS = "multi-class"
 BINARY = "binary-class"
@@ -242,3 +242,16 @@ def info_field(flag: str, key: str) -> Any:
     if key == "channels":
         return entry["n_channels"]
     return entry[key]
+
+
+def checkpoint_info(ckpt: dict[str, Any]) -> DatasetInfo:
+    from pathlab.runtime.checkpoint_files import datamodule_state
+
+    """The data set the checkpoint was trained on (older checkpoints: rebuilt from their config)."""
+    state = datamodule_state(ckpt)
+    if state.get("info"):
+        return DatasetInfo.from_dict(state["info"])
+    if ckpt["hyper_parameters"].get("info"):
+        return DatasetInfo.from_dict(ckpt["hyper_parameters"]["info"])
+    data = ckpt["hyper_parameters"]["config"]["data"]
+    return DatasetInfo.create(data.get("flag", "pathmnist"), data.get("size", 28))

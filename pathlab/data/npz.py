@@ -19,8 +19,8 @@ import torch
 
 from pathlab.data.colour_match import ColourReference
 from pathlab.data.info import DatasetInfo
-from pathlab.errors import DataError
-from pathlab.fileio import atomic_write_json, atomic_write_npz
+from pathlab.runtime.errors import DataError
+from pathlab.runtime.files import atomic_write_json, atomic_write_npz
 
 log = logging.getLogger(__name__)
 

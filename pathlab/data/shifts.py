@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from pathlab.data.augment import hed_to_rgb, rgb_to_hed, saturate, to_float_nchw
-from pathlab.errors import ConfigError
-from pathlab.fileio import atomic_write_npz
+from pathlab.runtime.errors import ConfigError
+from pathlab.runtime.files import atomic_write_npz
 
 
 def _stain(h: float, e: float) -> Callable[[torch.Tensor], torch.Tensor]:

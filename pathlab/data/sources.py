@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pathlab.data.info import MEDMNIST_2D, SIZES, DatasetInfo, medmnist_info
 from pathlab.data.synthetic import synthetic_dirname, write_synthetic_npz
-from pathlab.errors import DataError
+from pathlab.runtime.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pathlab.fileio import atomic_write_npz
+from pathlab.runtime.files import atomic_write_npz
 
 if TYPE_CHECKING:
     from pathlab.data.info import DatasetInfo

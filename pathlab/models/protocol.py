@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 
 FINETUNE = ("full", "linear_probe", "partial")
 STEM_ENTRIES = ("act1", "bn1", "features.norm0")

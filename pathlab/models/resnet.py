@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from pathlab.errors import ConfigError
 from pathlab.models.protocol import apply_finetune
 from pathlab.models.weights import load_pretrained
+from pathlab.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import timm
 import torch
 from torch import nn
 
-from pathlab.errors import ConfigError
 from pathlab.models.protocol import apply_finetune
 from pathlab.models.weights import load_pretrained
-from pathlab.network import unreachable
+from pathlab.runtime.errors import ConfigError
+from pathlab.runtime.network import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def vit_patch_size(img_size: int) -> int:
 
 def weights_host_unreachable(name: str) -> str | None:
     """Why the host of `name`'s published weights cannot be reached, in words (None: it can, or
-    it cannot be told; pathlab.network). Not probed under HF_HUB_OFFLINE: the user asks for the
+    it cannot be told; pathlab.runtime.network). Not probed under HF_HUB_OFFLINE: the user asks for the
     local cache, which timm reads at once."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return None

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,8 @@ def read_weights(
 ) -> tuple[dict[str, torch.Tensor], tuple[list[float], list[float]] | None]:
     """Tensors of a weights file, and the input mean/std they were trained with where the file
     says (a pathlab checkpoint's data module state; None for plain weight files)."""
-    # imported when called: pathlab.models needs no entry-point module at import time
-    from pathlab.checkpoint import datamodule_state
+    # imported when called: `import pathlab.models` does not pay for Lightning
+    from pathlab.runtime.checkpoint_files import datamodule_state
 
     state = _read(path)
     data = datamodule_state(state)

@@ -13,7 +13,7 @@ from pathlab.data.augment import (
     random_d4,
     to_float_nchw,
 )
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 
 
 def test_to_float_nchw():

@@ -15,7 +15,7 @@ from pathlab.data.augment import (
     rotate_hue,
     saturate,
 )
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 
 
 def tissue(n: int = 256, size: int = 28) -> torch.Tensor:

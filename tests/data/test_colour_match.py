@@ -14,7 +14,7 @@ from pathlab.data.colour_match import (
     linear_map,
 )
 from pathlab.data.synthetic import synthetic_arrays
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 from tests.conftest import REAL_SAMPLE
 
 

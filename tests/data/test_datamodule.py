@@ -12,7 +12,7 @@ from pathlab.data import BatchAugment, PathMNISTDataModule
 from pathlab.data.datamodule import limit_indices
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import channel_stats, load_npz
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 
 PATH = DatasetInfo.create("pathmnist")
 

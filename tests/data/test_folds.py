@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pathlab.data.folds import kfold_indices
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 
 LABELS = np.repeat(np.arange(4), [60, 30, 12, 98])  # 200 images, class 2 rare
 
@@ -131,7 +131,7 @@ def test_datamodule_groups_from_the_npz(tmp_path):
     val = {group_of[r] for r in _rows(dm.splits["val"].images)}
     assert not train & val
     write_npz(tmp_path / "one" / "pathmnist.npz", **arrays, train_groups=groups[:90])
-    from pathlab.errors import DataError
+    from pathlab.runtime.errors import DataError
 
     with pytest.raises(DataError, match="train_groups but not val_groups"):
         _datamodule(tmp_path / "one", {"folds": 3, "fold": 0})

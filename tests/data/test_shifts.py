@@ -9,7 +9,7 @@ from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import load_npz, resplit_npz
 from pathlab.data.shifts import SHIFTS, apply_shift, mean_pixel_change, write_shifted_npz
 from pathlab.data.synthetic import synthetic_arrays
-from pathlab.errors import ConfigError
+from pathlab.runtime.errors import ConfigError
 from tests.conftest import REAL_SAMPLE, write_npz
 
 

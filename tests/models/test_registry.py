@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from pathlab import MedMNISTDataModule, PathClassifier
-from pathlab.checkpoint import load_trained_model
-from pathlab.config import CONF_DIR
+from pathlab.config.tree import CONF_DIR
 from pathlab.data.info import DatasetInfo
 from pathlab.data.synthetic import write_synthetic_npz
-from pathlab.deploy import export, run_exported
-from pathlab.errors import ConfigError
 from pathlab.gradcam import choose_layer, grad_cam_maps
+from pathlab.inference.checkpoint import load_trained_model
+from pathlab.inference.deploy import export, run_exported
+from pathlab.runtime.errors import ConfigError
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "timm")
 # model=timm with a name no preset has (a mobile CNN): the generic path
@@ -125,7 +125,7 @@ def test_model_life(model, size, flag, data_root, tmp_path):
     dm = MedMNISTDataModule.load_from_checkpoint(ckpt, root=str(data_root), download=False)
     assert (dm.info.flag, dm.info.size, dm.info.channels) == (flag, size, info.channels)
 
-    # the checkpoint serves eval/predict/export (pathlab.checkpoint), here ONNX with parity
+    # the checkpoint serves eval/predict/export (pathlab.inference.checkpoint), here ONNX with parity
     trained = load_trained_model(ckpt)
     images = torch.randint(0, 256, (3, info.channels, size, size), dtype=torch.uint8)
     files = export(trained, "onnx", tmp_path / "model.onnx")
@@ -162,8 +162,8 @@ def test_a_timm_net_that_shrinks_28_px_to_one_pixel_is_said(caplog):
 def test_pretrained_true_offline_says_so_at_once_instead_of_a_minute_of_retries(monkeypatch):
     import socket
 
-    from pathlab import network
     from pathlab.models import timm_models
+    from pathlab.runtime import network
 
     probed = []
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pathlab.errors import ConfigError
 from pathlab.models import resnet18
+from pathlab.runtime.errors import ConfigError
 
 
 def test_cifar_stem_is_medmnist_v2s():

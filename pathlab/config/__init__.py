@@ -1,0 +1,1 @@
+"""The config tree: where conf/ is, its resolvers, composition, the settings schema and checks."""

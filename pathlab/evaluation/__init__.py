@@ -1,0 +1,1 @@
+"""Numbers: metrics (one definition each), bootstrap and paired statistics, calibration, TTA, predictions."""

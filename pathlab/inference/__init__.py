@@ -1,0 +1,1 @@
+"""A trained checkpoint put to use: loading, deploy (predict, export), embeddings."""

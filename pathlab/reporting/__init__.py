@@ -1,0 +1,1 @@
+"""What a run's results look like on disk: report files, tables and figures."""

@@ -1,0 +1,1 @@
+"""Run identity and the experiment trackers: TensorBoard, MLflow, W&B."""

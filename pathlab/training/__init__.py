@@ -1,0 +1,1 @@
+"""Training: the LightningModule, losses, schedules, callbacks, the run record, progress lines."""

@@ -1,0 +1,97 @@
+"""What a resumed run must share with its checkpoint: the data identity (flag, size, channels,
+task, classes), the model and the normalisation; `ckpt_path=last` under another data set or model
+would go on training it on something else and replace its run's files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pathlab.config.moved import current_target
+from pathlab.data.info import DatasetInfo, checkpoint_info
+from pathlab.runtime.checkpoint_files import read_checkpoint
+from pathlab.runtime.errors import ConfigError, PathlabError
+
+# model keys that do not change the trained network's identity (where its first weights came from)
+NOT_IDENTITY = ("pretrained", "pretrained_strict")
+
+
+def _data_identity(info: Any) -> dict[str, Any]:
+    return {
+        "flag": info.flag,
+        "size": info.size,
+        "channels": info.channels,
+        "task": info.task,
+        "classes": list(info.class_names),
+    }
+
+
+def config_identity(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The data identity a (resolved) data config asks for."""
+    names = data.get("class_names")
+    try:
+        info = DatasetInfo.create(
+            data.get("flag", "pathmnist"),
+            data.get("size", 28),
+            task=data.get("task"),
+            num_classes=data.get("num_classes"),
+            channels=data.get("channels"),
+            class_names=list(names) if names else None,
+        )
+    except PathlabError:
+        return {k: data.get(k) for k in ("flag", "size", "channels", "task")}
+    return _data_identity(info)
+
+
+def identity_differences(
+    ckpt: Mapping[str, Any], data: Mapping[str, Any], model: Mapping[str, Any] | None = None
+) -> list[str]:
+    """`key: checkpoint's value vs this config's` for the data identity (flag, size, channels,
+    task, classes), the model and the normalisation a resumed run must share with its checkpoint."""
+    trained = _data_identity(checkpoint_info(ckpt))
+    wanted = config_identity(data)
+    out = [
+        f"data.{key}: {_short(trained[key])} vs {_short(wanted[key])}"
+        for key in trained
+        if key in wanted and wanted[key] != trained[key]
+    ]
+    hparams = ckpt.get("hyper_parameters") or {}
+    config = hparams.get("config") or {}
+    ckpt_model = hparams.get("model") if isinstance(hparams.get("model"), Mapping) else None
+    ckpt_model = ckpt_model or config.get("model") or {}
+    if model:
+        for key in sorted(set(ckpt_model) | set(model)):
+            if key in NOT_IDENTITY or (key.startswith("_") and key != "_target_"):
+                continue
+            was, now = ckpt_model.get(key), model.get(key)
+            if key == "_target_":  # a checkpoint of the flat layout names its old module
+                was, now = current_target(str(was)), current_target(str(now))
+            if was != now:
+                out.append(f"model.{key}: {was} vs {now}")
+    trained_norm = (config.get("data") or {}).get("normalize")
+    wanted_norm = data.get("normalize")
+    followed = "auto" in (trained_norm, wanted_norm)  # auto follows the model, compared above
+    if trained_norm and wanted_norm and not followed and trained_norm != wanted_norm:
+        out.append(f"data.normalize: {trained_norm} vs {wanted_norm}")
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{', '.join(map(str, value[:3]))}, ... ({len(value)})]"
+    return str(value)
+
+
+def check_resume_identity(
+    path: str | Path, data: Mapping[str, Any], model: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse to resume a checkpoint under another data set, model or normalisation, naming both."""
+    differences = identity_differences(read_checkpoint(path), data, model)
+    if differences:
+        raise ConfigError(
+            f"ckpt_path={path} cannot be resumed under this config: "
+            f"{'; '.join(differences)} (the checkpoint's vs this run's). Resuming would go on "
+            "training it on something else and replace its run's files. Pass the settings it "
+            "was trained with, or start a new run without ckpt_path."
+        )
