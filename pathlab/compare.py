@@ -28,7 +28,13 @@ import numpy as np
 from rich.table import Table
 
 from pathlab.config.tree import OverviewParser
-from pathlab.evaluation.metrics import bootstrap_draws, classification_report, predicted
+from pathlab.evaluation.metrics import (
+    METRICS,
+    bootstrap_draws,
+    classification_report,
+    metric_names,
+    predicted,
+)
 from pathlab.evaluation.predictions import PREDICTIONS_FILE, Predictions, read_predictions
 from pathlab.evaluation.stats import (
     LEVEL,
@@ -44,14 +50,11 @@ from pathlab.runtime.terminal import wide_console
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
-OVERALL = ("acc", "balanced_acc", "f1_macro", "auc")
-LABELS = {
-    "acc": "ACC",
-    "balanced_acc": "balanced accuracy",
-    "f1_macro": "macro F1",
-    "auc": "AUC (macro)",
-}
-P_VALUES = ("mcnemar_p", "delong_p") + tuple(f"delta_{m}_p" for m in OVERALL)
+
+
+def p_value_keys() -> tuple[str, ...]:
+    """Every p-value of a pair: McNemar, DeLong, and a bootstrap one per metric with an interval."""
+    return ("mcnemar_p", "delong_p") + tuple(f"delta_{m}_p" for m in metric_names(interval=True))
 
 
 @dataclass
@@ -154,9 +157,7 @@ def compare_pair(a: Compared, b: Compared, n_boot: int = 1000, seed: int = 0) ->
     auc_test = delong(positives, pa.probs, pb.probs)
     out: dict[str, Any] = {"a": a.name, "b": b.name, "a_source": str(a.source)}
     out |= {"b_source": str(b.source), "n": len(pa)}
-    for m in OVERALL:
-        if info.multi_label and m == "balanced_acc":
-            continue
+    for m in metric_names(info.multi_label, interval=True):
         va, vb = report_a["overall"][m], report_b["overall"][m]
         deltas = draws_a[m] - draws_b[m]
         out |= {
@@ -224,7 +225,7 @@ def compare_runs(
         check_same_images(runs[0], other)  # refuse before any bootstrap is spent
     pairs = [compare_pair(a, b, n_boot, seed) for a, b in itertools.combinations(runs, 2)]
     if len(pairs) > 1:
-        for key in P_VALUES:
+        for key in p_value_keys():
             if all(key in p for p in pairs):
                 for pair, adjusted in zip(pairs, holm([p[key] for p in pairs]), strict=True):
                     pair[f"{key}_holm"] = adjusted
@@ -285,14 +286,14 @@ def headline_sentence(pair: dict[str, Any]) -> str:
 
 def _pair_rows(pair: dict[str, Any]) -> list[tuple[str, str, str, str, str, str, str]]:
     rows = []
-    for m in OVERALL:
+    for m in metric_names(interval=True):
         if f"{m}_a" not in pair:
             continue
         lo, hi = pair[f"delta_{m}_ci95"]
         test = {"acc": f"McNemar {_p(pair['mcnemar_p'])}", "auc": f"DeLong {_p(pair['delong_p'])}"}
         rows.append(
             (
-                LABELS[m],
+                METRICS[m].label,
                 f"{pair[f'{m}_a']:.4f}",
                 f"{pair[f'{m}_b']:.4f}",
                 _pts(pair[f"delta_{m}"]),

@@ -37,7 +37,7 @@ from threadpoolctl import threadpool_limits
 from pathlab.config.tree import CONF_DIR
 from pathlab.data.info import DatasetInfo
 from pathlab.entry.runner import run_task
-from pathlab.evaluation.metrics import headline_metrics
+from pathlab.evaluation.metrics import headline_metrics, headline_names, metric_mode
 from pathlab.evaluation.predictions import Predictions
 from pathlab.inference.embeddings import Embeddings, Stopwatch, load_embeddings
 from pathlab.reporting.publish import publish_run
@@ -50,7 +50,6 @@ HEADS = ("linear", "knn")
 # threads only wait for each other, and on a busy 2-core CPU that made the lbfgs fit of 700 x 256
 # features 60x slower (23 s against 0.4 s, measured); PathMNIST's 90k x 512 keeps its threads.
 SINGLE_THREAD_BELOW = 2_000_000
-SELECT = ("auc", "acc")
 
 
 def class_probabilities(probs: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:
@@ -105,13 +104,15 @@ def knn_probs(model: KNeighborsClassifier, x: np.ndarray, info: DatasetInfo) -> 
 
 
 def _score(metrics: dict[str, float], select: str) -> tuple[float, float]:
-    """The selection key: the chosen val metric, ties broken by the other (NaN ranks last)."""
+    """The selection key: the chosen val metric (best high, whatever its direction), ties broken
+    by AUC, or by ACC when AUC is chosen (NaN ranks last)."""
     other = "acc" if select == "auc" else "auc"
 
-    def finite(v: float) -> float:
+    def finite(name: str) -> float:
+        v = metrics[name] if metric_mode(name) == "max" else -metrics[name]
         return v if np.isfinite(v) else -np.inf
 
-    return finite(metrics[select]), finite(metrics[other])
+    return finite(select), finite(other)
 
 
 def check_grid(head: str, grid: list, n_train: int) -> list:
@@ -148,8 +149,10 @@ def probe(
     """Fit the head on train for each grid value, pick the value on val (`select`, ties by the
     other metric, then the first in grid order), predict test. Returns the test probabilities
     and the record of the choice (every candidate's val metrics)."""
-    if select not in SELECT:
-        raise ConfigError(f"select={select!r} is unknown; use one of {', '.join(SELECT)}.")
+    if select not in headline_names():
+        raise ConfigError(
+            f"select={select!r} is unknown; use one of {', '.join(headline_names())}."
+        )
     info = embeddings.info
     x, y = embeddings.features, embeddings.labels
     grid = check_grid(

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from pathlab.config.tree import OverviewParser
-from pathlab.evaluation.metrics import metric_mode
+from pathlab.evaluation.metrics import headline_names, metric_mode
 from pathlab.evaluation.stats import paired_test, t_interval
 from pathlab.reporting.figures import save_png
 from pathlab.reporting.figures import summary_figure as chart
@@ -44,15 +44,16 @@ NOT_A_SETTING = (
     "paths.output_dir",
 )
 PAIRED_BY = ("seed", "cv.fold")  # runs of two groups with the same values are a pair
-COLUMNS = (
-    "val/auc",
-    "val/acc",
-    "test/acc",
-    "test/auc",
-    "test/f1_macro",
-    "test/acc_no_tta",
-    "test/auc_no_tta",
-)
+
+
+def columns() -> tuple[str, ...]:
+    """The table's metric columns: every headline metric on val and test, and on test without TTA."""
+    names = headline_names()
+    return (
+        *(f"val/{m}" for m in names),
+        *(f"test/{m}" for m in names),
+        *(f"test/{m}_no_tta" for m in names),
+    )
 
 
 @dataclass
@@ -121,8 +122,20 @@ def _failure_reason(path: Path, fallback: str) -> str:
     return fallback
 
 
+def _overrides(path: Path) -> list[str]:
+    """A run's command-line overrides: Hydra's record, or (a run from pathlab.api, which has no
+    .hydra folder) the list its metrics.json keeps."""
+    hydra = path / ".hydra" / "overrides.yaml"
+    if hydra.is_file():
+        return yaml.safe_load(hydra.read_text()) or []
+    try:
+        return list(json.loads((path / "metrics.json").read_text()).get("overrides") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def load_run(path: Path) -> Run:
-    overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = _overrides(path)
     try:
         data = json.loads((path / "metrics.json").read_text())
     except OSError:
@@ -158,9 +171,12 @@ def find_runs(paths: list[Path]) -> list[Run]:
             )
         for marker in sorted(root.rglob(".hydra/overrides.yaml")):
             found[marker.parent.parent.resolve()] = None
+        for record in sorted(root.rglob("metrics.json")):  # runs of pathlab.api: no .hydra
+            found[record.parent.resolve()] = None
     if not found:
         raise PathlabError(
-            f"no runs under {', '.join(map(str, paths))}: a run dir holds .hydra/overrides.yaml."
+            f"no runs under {', '.join(map(str, paths))}: a run dir holds .hydra/overrides.yaml "
+            "or metrics.json."
         )
     return [load_run(p) for p in found]
 
@@ -219,7 +235,7 @@ def _cell(group: Group, metric: str) -> str:
 def _metrics(groups: list[Group], optimized: str) -> list[str]:
     present = {m for g in groups for r in g.runs for m in r.metrics}
     first = [optimized] if optimized in present else []
-    return first + [m for m in COLUMNS if m in present and m != optimized]
+    return first + [m for m in columns() if m in present and m != optimized]
 
 
 def summary_csv(groups: list[Group], metrics: list[str]) -> str:
@@ -327,7 +343,7 @@ def print_table(groups: list[Group], metrics: list[str]) -> None:
 def write_summary(paths: list[Path], out: Path) -> list[Group]:
     studies = [p for p in paths if p.exists()] and find_studies(paths)
     if studies:  # an Optuna study: its trials as trials (pathlab/sweeps/summary.py)
-        return write_study_summary(studies, out, COLUMNS)
+        return write_study_summary(studies, out, columns())
     runs = find_runs(paths)
     groups, optimized = summarize(runs)
     metrics = _metrics(groups, optimized)

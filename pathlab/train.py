@@ -20,6 +20,7 @@ from pathlab.entry.assemble import build_model, instantiate_all, run_config
 from pathlab.entry.runner import run_task
 from pathlab.evaluation.calibration import METHODS as CALIBRATIONS
 from pathlab.evaluation.calibration import TemperatureScaling
+from pathlab.evaluation.metrics import validation_metrics
 from pathlab.models.weights import weights_file
 from pathlab.runtime.distributed import check_trainer_processes
 from pathlab.runtime.errors import ConfigError, TrainingDiverged, TrainingInterrupted
@@ -62,8 +63,6 @@ def resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
-VAL_METRICS = ("val/auc", "val/acc", "val/f1_macro", "val/loss")
-
 # The top-level keys of conf/train.yaml and its groups: `+losss=focal` (a typo that Hydra's
 # own hint leads to) would otherwise add an unused key and train the default silently.
 KNOWN_KEYS = {
@@ -87,9 +86,10 @@ def check_config(cfg: DictConfig) -> None:
             "model, loss, optim, scheduler, tta, trainer, logger, callbacks (e.g. loss=focal); "
             "see python -m pathlab.train --help."
         )
-    if cfg.optimized_metric not in VAL_METRICS:
+    allowed = validation_metrics()
+    if cfg.optimized_metric not in allowed:
         problems.append(
-            f"optimized_metric={cfg.optimized_metric} is not logged; use one of {', '.join(VAL_METRICS)} "
+            f"optimized_metric={cfg.optimized_metric} is not logged; use one of {', '.join(allowed)} "
             "(never a test metric)."
         )
     if cfg.get("test_checkpoint", "best") not in TEST_CHECKPOINTS:

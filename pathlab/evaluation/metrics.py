@@ -21,6 +21,10 @@ MedMNIST's definitions (medmnist.evaluator.getACC / getAUC), per task:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -50,15 +54,93 @@ from pathlab.runtime.errors import PredictionError
 ECE_BINS = 15
 THRESHOLD = 0.5  # medmnist's threshold for multi-label predictions
 PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auc")
-HEADLINE = ("acc", "auc", "f1_macro")
-INTERVAL_METRICS = ("acc", "balanced_acc", "f1_macro", "auc")  # overall metrics given a ci95
 INTERVAL_PER_CLASS = ("recall", "f1", "auc")  # per-class metrics given a ci95
 BOOTSTRAP_CHUNK = 128  # resamples per pass: bounds memory at a few (128, N) float arrays
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """One split-level number, declared once; everything that shows, selects or compares metrics
+    derives from the registry (`METRICS`): validation logging and `optimized_metric`'s allowed
+    values (headline), the checkpoint's and Optuna's direction (`higher_is_better`), report.md's
+    table (`label`), report.json, the 95% intervals and pathlab.compare's paired differences
+    (`interval`: needs `resampled`), pathlab.summarize's columns and TensorBoard's HPARAMS
+    (headline).
+
+    compute(y_true, probs) -> float: y_true (N,) class indices or (N, L) 0/1 labels, probs (N, C).
+    resampled(r: Resample) -> (B,) array: the same number on B weighted resamples at once; tests
+    hold it equal to `compute` on every resample. multi_label: whether it is defined for
+    multi-label sets (it is NaN and left out of tables there otherwise).
+    """
+
+    name: str
+    label: str
+    compute: Callable[[np.ndarray, np.ndarray], float]
+    higher_is_better: bool = True
+    headline: bool = False
+    interval: bool = False
+    multi_label: bool = True
+    resampled: Callable[[Resample], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval and self.resampled is None:
+            raise ValueError(f"metric {self.name}: an interval needs its resampled form")
+
+    def applies(self, multi_label: bool) -> bool:
+        return self.multi_label or not multi_label
+
+
+METRICS: dict[str, MetricSpec] = {}
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    """Add a split-level metric (see MetricSpec); a name already taken is refused."""
+    if spec.name in METRICS:
+        raise ValueError(f"metric {spec.name!r} is registered already")
+    METRICS[spec.name] = spec
+    return spec
+
+
+@contextmanager
+def registered(spec: MetricSpec) -> Iterator[MetricSpec]:
+    """A metric registered for the duration of a block (tests, notebooks)."""
+    register_metric(spec)
+    try:
+        yield spec
+    finally:
+        METRICS.pop(spec.name, None)
+
+
+def metric_names(multi_label: bool = False, **flags: bool) -> tuple[str, ...]:
+    """Registered metric names, in order, that apply to the task and have the given flags
+    (`headline=True`, `interval=True`)."""
+    return tuple(
+        s.name
+        for s in METRICS.values()
+        if s.applies(multi_label) and all(getattr(s, k) == v for k, v in flags.items())
+    )
+
+
+def headline_names() -> tuple[str, ...]:
+    """What validation logs every epoch, `optimized_metric` may select, summaries and HPARAMS show."""
+    return tuple(s.name for s in METRICS.values() if s.headline)
+
+
+def validation_metrics() -> tuple[str, ...]:
+    """The values `optimized_metric` may take: every headline metric on val, and val/loss."""
+    return (*(f"val/{m}" for m in headline_names()), "val/loss")
+
+
 def metric_mode(metric: str) -> str:
-    """Whether a metric is better high or low: min for a loss, max for acc, auc, f1 (checkpoint
-    selection, the Optuna direction and metrics.json's best epoch all ask here)."""
+    """Whether a metric is better high or low (checkpoint selection, the Optuna direction,
+    metrics.json's best epoch and the summaries' ranking all ask here): a registered metric says
+    (`val/ece` is minimised), a loss is minimised, anything else (a user's own logged metric)
+    maximised."""
+    name = str(metric).split("/")[-1] if "/" in str(metric) else str(metric)
+    name = name.removesuffix("_no_tta")
+    spec = METRICS.get(name)
+    if spec is not None:
+        return "max" if spec.higher_is_better else "min"
     return "min" if str(metric).endswith("loss") else "max"
 
 
@@ -109,23 +191,56 @@ def _check(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return y_true, probs
 
 
+def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """MedMNIST's ACC: micro accuracy of the argmax, or per label at 0.5, averaged."""
+    y_true, probs = _check(y_true, probs)
+    return float((predicted(probs, y_true.ndim == 2) == y_true).mean())
+
+
+def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """MedMNIST's AUC: the unweighted mean of one-vs-rest (per-label) ROC AUCs, NaN ones left out."""
+    y_true, probs = _check(y_true, probs)
+    return _mean_finite(per_class_auc(y_true, probs))
+
+
+def macro_f1(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes (labels) present in the split."""
+    y_true, probs = _check(y_true, probs)
+    multi_label = y_true.ndim == 2
+    pred = predicted(probs, multi_label)
+    present = np.flatnonzero(y_true.sum(0) > 0) if multi_label else np.unique(y_true)
+    return float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0))
+
+
+def balanced_accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean recall over the classes present (one label per image only)."""
+    y_true, probs = _check(y_true, probs)
+    if y_true.ndim == 2:
+        return math.nan
+    return float(balanced_accuracy_score(y_true, predicted(probs, False)))
+
+
+def kappa(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Cohen's kappa of the argmax (one label per image only)."""
+    y_true, probs = _check(y_true, probs)
+    if y_true.ndim == 2:
+        return math.nan
+    labels = list(range(probs.shape[1]))
+    return float(cohen_kappa_score(y_true, predicted(probs, False), labels=labels))
+
+
 def headline_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """acc, auc, f1_macro: what validation logs every epoch and the test logs for every view set.
+    """The headline metrics (acc, auc, f1_macro and any registered as headline): what validation
+    logs every epoch and the test logs for every view set.
 
     A (N, L) 0/1 `y_true` is a multi-label set; (N,) class indices are one label per image.
     """
     y_true, probs = _check(y_true, probs)
     multi_label = y_true.ndim == 2
-    pred = predicted(probs, multi_label)
-    if multi_label:
-        present = np.flatnonzero(y_true.sum(0) > 0)
-        f1 = f1_score(y_true, pred, labels=present, average="macro", zero_division=0)
-    else:
-        f1 = f1_score(y_true, pred, labels=np.unique(y_true), average="macro", zero_division=0)
     return {
-        "acc": float((pred == y_true).mean()),
-        "auc": _mean_finite(per_class_auc(y_true, probs)),
-        "f1_macro": float(f1),
+        s.name: s.compute(y_true, probs)
+        for s in METRICS.values()
+        if s.headline and s.applies(multi_label)
     }
 
 
@@ -184,57 +299,96 @@ def _mean_present(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     return _safe_div((values * present).sum(1), present.sum(1), np.nan)
 
 
+class Resample:
+    """B weighted resamples of one prediction set, with the counts every metric's resampled form
+    shares computed once (lazily). `weights` (B, N): how often each image is drawn in each resample
+    (stats.bootstrap_weights); row b stands for y_true[idx_b], probs[idx_b]. Every count is
+    `weights @ indicator`, so B resamples cost a few matrix products instead of B calls to
+    scikit-learn."""
+
+    def __init__(self, y_true: np.ndarray, probs: np.ndarray, weights: np.ndarray):
+        self.y_true, self.probs = _check(y_true, probs)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.multi_label = self.y_true.ndim == 2
+        self.pred = predicted(self.probs, self.multi_label)
+        self.total = self.weights.sum(1)
+
+    @cached_property
+    def counts(self) -> dict[str, np.ndarray]:
+        """(B, C) true positives, positives, false positives, false negatives per class (label)."""
+        w, k = self.weights, self.probs.shape[1]
+        if self.multi_label:
+            y, pred = self.y_true.astype(bool), self.pred
+            tp, fp, fn = (w @ (pred & y), w @ (pred & ~y), w @ (~pred & y))
+            return {"tp": tp, "fp": fp, "fn": fn, "positives": tp + fn, "correct": w @ (pred == y)}
+        cm = (w @ np.eye(k * k)[self.y_true * k + self.pred]).reshape(-1, k, k)  # (B, true, pred)
+        tp = np.diagonal(cm, axis1=1, axis2=2)
+        positives, predicted_as = cm.sum(2), cm.sum(1)
+        return {"tp": tp, "fp": predicted_as - tp, "fn": positives - tp, "positives": positives}
+
+    @property
+    def acc(self) -> np.ndarray:
+        c = self.counts
+        if self.multi_label:
+            return (c["correct"] / self.total[:, None]).mean(1)
+        return c["tp"].sum(1) / self.total
+
+    @property
+    def balanced_acc(self) -> np.ndarray:
+        if self.multi_label:
+            return np.full(len(self.weights), np.nan)
+        return _mean_present(self.recall, self.counts["positives"] > 0)
+
+    @property
+    def recall(self) -> np.ndarray:
+        return _safe_div(self.counts["tp"], self.counts["positives"])
+
+    @property
+    def f1(self) -> np.ndarray:
+        c = self.counts  # 2PR/(P+R); 0 where undefined (zero_division=0)
+        return _safe_div(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"])
+
+    @property
+    def f1_macro(self) -> np.ndarray:
+        return _mean_present(self.f1, self.counts["positives"] > 0)
+
+    @cached_property
+    def auc_per_class(self) -> np.ndarray:
+        positive_sets = (
+            self.y_true.astype(bool)
+            if self.multi_label
+            else self.y_true[:, None] == np.arange(self.probs.shape[1])
+        )
+        weights_t = np.ascontiguousarray(self.weights.T)
+        return np.stack(
+            [
+                _resampled_auc(positive_sets[:, c], self.probs[:, c], weights_t)
+                for c in range(self.probs.shape[1])
+            ],
+            axis=1,
+        )
+
+    @property
+    def auc(self) -> np.ndarray:
+        aucs = self.auc_per_class
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(aucs)
+            return _safe_div(np.where(finite, aucs, 0).sum(1), finite.sum(1), np.nan)
+
+
 def resampled_metrics(
     y_true: np.ndarray, probs: np.ndarray, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """headline_metrics, balanced accuracy and per-class recall, F1 and AUC on B resamples at
-    once. `weights` (B, N): how often each image is drawn in each resample
-    (stats.bootstrap_weights); row b equals the scalar functions on y_true[idx_b], probs[idx_b].
-
-    Returns (B,) arrays acc, auc, f1_macro, balanced_acc (NaN for multi-label) and (B, C)
-    arrays recall, f1, auc_per_class. Every count is `weights @ indicator`, so B resamples cost
-    a few matrix products instead of B calls to scikit-learn.
-    """
-    y_true, probs = _check(y_true, probs)
-    weights = np.asarray(weights, dtype=np.float64)
-    multi_label = y_true.ndim == 2
-    pred = predicted(probs, multi_label)
-    k = probs.shape[1]
-    total = weights.sum(1)
-    if multi_label:
-        y = y_true.astype(bool)
-        correct = weights @ (pred == y)  # (B, L)
-        tp, fp, fn = (weights @ (pred & y), weights @ (pred & ~y), weights @ (~pred & y))
-        positives = tp + fn
-        acc = (correct / total[:, None]).mean(1)
-        balanced = np.full(len(weights), np.nan)
-        positive_sets = y
-    else:
-        cm = (weights @ np.eye(k * k)[y_true * k + pred]).reshape(-1, k, k)  # (B, true, pred)
-        tp = np.diagonal(cm, axis1=1, axis2=2)
-        positives, predicted_as = cm.sum(2), cm.sum(1)
-        fp, fn = predicted_as - tp, positives - tp
-        acc = tp.sum(1) / total
-        balanced = _mean_present(_safe_div(tp, positives), positives > 0)
-        positive_sets = y_true[:, None] == np.arange(k)
-    recall = _safe_div(tp, positives)
-    f1 = _safe_div(2 * tp, 2 * tp + fp + fn)  # = 2PR/(P+R); 0 where undefined (zero_division=0)
-    weights_t = np.ascontiguousarray(weights.T)
-    aucs = np.stack(
-        [_resampled_auc(positive_sets[:, c], probs[:, c], weights_t) for c in range(k)], axis=1
-    )
-    with np.errstate(all="ignore"):
-        finite = np.isfinite(aucs)
-        auc = _safe_div(np.where(finite, aucs, 0).sum(1), finite.sum(1), np.nan)
-    return {
-        "acc": acc,
-        "auc": auc,
-        "f1_macro": _mean_present(f1, positives > 0),
-        "balanced_acc": balanced,
-        "recall": recall,
-        "f1": f1,
-        "auc_per_class": aucs,
+    """Every registered metric with an interval, and per-class recall, F1 and AUC, on B resamples
+    at once (`Resample`): (B,) arrays by metric name (NaN where a metric does not apply to the
+    task) and (B, C) arrays recall, f1, auc_per_class."""
+    r = Resample(y_true, probs, weights)
+    out = {
+        s.name: s.resampled(r) if s.applies(r.multi_label) else np.full(len(r.weights), np.nan)
+        for s in METRICS.values()
+        if s.interval
     }
+    return out | {"recall": r.recall, "f1": r.f1, "auc_per_class": r.auc_per_class}
 
 
 def bootstrap_draws(
@@ -272,11 +426,7 @@ def bootstrap_intervals(
     def pair(lo: float, hi: float) -> list[float]:
         return [float(lo), float(hi)]
 
-    overall = {
-        m: pair(*intervals[m])
-        for m in INTERVAL_METRICS
-        if not (m == "balanced_acc" and y_true.ndim == 2)
-    }
+    overall = {m: pair(*intervals[m]) for m in metric_names(y_true.ndim == 2, interval=True)}
     per_class = {
         m: [pair(lo, hi) for lo, hi in intervals["auc_per_class" if m == "auc" else m].T]
         for m in INTERVAL_PER_CLASS
@@ -322,7 +472,6 @@ def classification_report(
             where=(precision + recall) > 0,
         )
         support, cm, confused = positives, None, []
-        extra = {"balanced_acc": math.nan, "kappa": math.nan}
     else:
         cm = confusion_matrix(y_true, pred, labels=labels)
         precision, recall, f1, support = precision_recall_fscore_support(
@@ -342,22 +491,15 @@ def classification_report(
             }
             for count, i, j in sorted(off_diagonal, key=lambda t: (-t[0], t[1], t[2]))[:5]
         ]
-        extra = {
-            "balanced_acc": float(balanced_accuracy_score(y_true, pred)),
-            "kappa": float(cohen_kappa_score(y_true, pred, labels=labels)),
-        }
         cm = cm.tolist()
     specificity = np.divide(
         negatives - false_pos, negatives, out=np.full(len(labels), np.nan), where=negatives > 0
     )
-    overall = (
-        headline_metrics(y_true, probs)
-        | extra
-        | {
-            "ece": expected_calibration_error(y_true, probs),
-            "n": int(len(y_true)),
-        }
-    )
+    # every registered metric; one that does not apply to the task is NaN (and left out of tables)
+    overall = {
+        s.name: s.compute(y_true, probs) if s.applies(info.multi_label) else math.nan
+        for s in METRICS.values()
+    } | {"n": int(len(y_true))}
     per_class = [
         {
             "class": names[c],
@@ -391,11 +533,11 @@ def classification_report(
 
 def logged_scalars(report: dict[str, Any], prefix: str = "test") -> dict[str, float]:
     """The report as flat scalars: `test/acc`, ..., and per class `test/<metric>/<CLASS>`."""
+    multi_label = report["task"].startswith("multi-label")
     scalars = {
         f"{prefix}/{k}": float(v)
         for k, v in report["overall"].items()
-        if k != "n"
-        and not (isinstance(v, float) and math.isnan(v) and k in ("balanced_acc", "kappa"))
+        if k != "n" and not (k in METRICS and not METRICS[k].applies(multi_label))
     }
     for row in report["per_class"]:
         for metric in PER_CLASS_METRICS:
@@ -406,3 +548,45 @@ def logged_scalars(report: dict[str, Any], prefix: str = "test") -> dict[str, fl
 def headline(scalars: dict[str, float]) -> dict[str, float]:
     """Split-level metrics (`test/acc`), without the per-class ones (`test/f1/ADI`)."""
     return {k: v for k, v in scalars.items() if k.count("/") == 1}
+
+
+# --- the registry's built-in metrics, in the order report tables show them -------------------
+register_metric(
+    MetricSpec(
+        "acc", "ACC (MedMNIST)", accuracy, headline=True, interval=True, resampled=lambda r: r.acc
+    )
+)
+register_metric(
+    MetricSpec(
+        "auc",
+        "AUC (macro, MedMNIST)",
+        macro_auc,
+        headline=True,
+        interval=True,
+        resampled=lambda r: r.auc,
+    )
+)
+register_metric(
+    MetricSpec(
+        "f1_macro",
+        "macro F1",
+        macro_f1,
+        headline=True,
+        interval=True,
+        resampled=lambda r: r.f1_macro,
+    )
+)
+register_metric(
+    MetricSpec(
+        "balanced_acc",
+        "balanced accuracy",
+        balanced_accuracy,
+        interval=True,
+        multi_label=False,
+        resampled=lambda r: r.balanced_acc,
+    )
+)
+register_metric(MetricSpec("kappa", "Cohen's kappa", kappa, multi_label=False))
+register_metric(
+    MetricSpec("ece", "ECE (15 bins)", expected_calibration_error, higher_is_better=False)
+)

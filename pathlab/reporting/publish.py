@@ -21,7 +21,13 @@ from rich.table import Table
 
 from pathlab.data.info import DatasetInfo
 from pathlab.evaluation.calibration import by_class_frequency, test_scores
-from pathlab.evaluation.metrics import classification_report, headline, logged_scalars
+from pathlab.evaluation.metrics import (
+    METRICS,
+    classification_report,
+    headline,
+    headline_names,
+    logged_scalars,
+)
 from pathlab.evaluation.predictions import PREDICTIONS_FILE, Predictions
 from pathlab.reporting.figures import (
     confusion_figure,
@@ -34,18 +40,9 @@ from pathlab.runtime.files import atomic_write_bytes, atomic_write_json, atomic_
 from pathlab.runtime.terminal import installed_command, wide_console
 from pathlab.tracking.loggers import RunLogger, TensorBoardLogger, result_scalars
 
-OVERALL_ROWS = (
-    ("acc", "ACC (MedMNIST)"),
-    ("balanced_acc", "balanced accuracy"),
-    ("f1_macro", "macro F1"),
-    ("auc", "AUC (macro, MedMNIST)"),
-    ("kappa", "Cohen's kappa"),
-    ("ece", "ECE (15 bins)"),
-)
 REPORT_JSON = "report.json"
 METRICS_JSON = "metrics.json"
 BOOTSTRAP = 1000  # resamples for the 95% intervals (report.bootstrap; 0 turns them off)
-NO_TTA_KEYS = ("acc", "auc", "f1_macro")  # the headline the no-TTA scalars always had
 # The protocol card's rows: key of the `protocol` dict -> label (other keys follow as given)
 PROTOCOL_ROWS = (
     ("model", "model"),
@@ -206,9 +203,9 @@ def report_markdown(
     lines += ["", "## Overall", ""]
     header = ["metric", "value"] + (["without TTA"] if no_tta else []) + (["95% CI"] if ci else [])
     lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for key, label in OVERALL_ROWS:
-        value = report["overall"].get(key)
-        if multi_label and key in ("balanced_acc", "kappa"):
+    for spec in METRICS.values():
+        key, label, value = spec.name, spec.label, report["overall"].get(spec.name)
+        if not spec.applies(multi_label):
             continue
         row = f"| {label} | {_fmt(value)} |"
         if no_tta:
@@ -330,13 +327,13 @@ def publish_report(
         if predictions.probs_no_tta is not None and predictions.views > 1
         else None
     )
-    no_tta = {k: no_tta_overall[k] for k in NO_TTA_KEYS} if no_tta_overall else None
+    no_tta = {k: no_tta_overall[k] for k in headline_names()} if no_tta_overall else None
     scalars = logged_scalars(report, split)
     if no_tta_overall:
         no_tta_all = {
             k: v
             for k, v in no_tta_overall.items()
-            if k != "n" and not (info.multi_label and k in ("balanced_acc", "kappa"))
+            if k != "n" and not (k in METRICS and not METRICS[k].applies(info.multi_label))
         }
         scalars |= {f"{split}/{k}_no_tta": v for k, v in no_tta_all.items()}
     ci95 = {f"{split}/{k}": v for k, v in (report.get("ci95") or {}).items()}

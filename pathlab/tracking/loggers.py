@@ -38,6 +38,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from pathlab.evaluation.metrics import headline_names
 from pathlab.runtime.errors import ConfigError
 from pathlab.runtime.network import unreachable
 from pathlab.runtime.terminal import installed_command
@@ -78,9 +79,15 @@ NOT_PARAMS = (
     "tags",
     "task_name",
 )
-# Final metrics that mean the same whatever the loss (val/loss would compare focal with CE values);
-# TensorBoard's HPARAMS shows the first five by default
-RESULT_METRICS = ("test/acc", "test/auc", "test/f1_macro", "val/acc", "val/auc", "val/f1_macro")
+
+
+def result_metrics() -> tuple[str, ...]:
+    """HPARAMS' metrics: the headline ones on test, then val (they mean the same whatever the
+    loss; val/loss would compare focal with CE values)."""
+    names = headline_names()
+    return (*(f"test/{m}" for m in names), *(f"val/{m}" for m in names))
+
+
 # Logged per optimiser step; everything else Lightning logs with an epoch is an epoch-level scalar.
 STEP_SCALARS = ("train/loss", "train/lr", "train/lr/*")
 # Epoch curves: TensorBoard's time series opens the first two tag groups (sorted by name), so
@@ -498,7 +505,7 @@ def hparams_summaries(identity: RunIdentity) -> tuple[Any, Any]:
         ],
         metric_infos=[
             api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tensorboard_tag(m)), display_name=m)
-            for m in RESULT_METRICS
+            for m in result_metrics()
         ],
     )
     # the row's name in HPARAMS ("Trial ID"): the run's name, not its path below the logdir,

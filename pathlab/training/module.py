@@ -15,7 +15,12 @@ from torchmetrics import SumMetric
 from pathlab.config.tree import group_spec
 from pathlab.data.info import DatasetInfo
 from pathlab.evaluation.calibration import scale_logits, uncalibrated_probs
-from pathlab.evaluation.metrics import correct_count, headline_metrics, probabilities
+from pathlab.evaluation.metrics import (
+    correct_count,
+    headline_metrics,
+    headline_names,
+    probabilities,
+)
 from pathlab.evaluation.predictions import Predictions
 from pathlab.evaluation.tta import TestTimeAugmentation
 from pathlab.models.protocol import (
@@ -310,7 +315,7 @@ class PathClassifier(L.LightningModule):
         if torch.isfinite(loss) and np.isfinite(probs).all():
             metrics = headline_metrics(labels, probs)
         else:  # diverged: AUROC of NaN scores is no signal
-            metrics = dict.fromkeys(("acc", "auc", "f1_macro"), float("nan"))
+            metrics = dict.fromkeys(headline_names(), float("nan"))
         values = {"val/loss": float(loss), **{f"val/{k}": v for k, v in metrics.items()}}
         monitor = getattr(self.trainer.checkpoint_callback, "monitor", None)
         undefined = monitor in values and np.isnan(values[monitor]) and torch.isfinite(loss)
