@@ -1,5 +1,5 @@
-"""`python -m pathlab [ENTRY] [overrides]`: ENTRY is one of pathlab's entry points (train, eval,
-predict, export, explore, gradcam, embed, probe, report, summarize, compare, bench); without one
+"""`python -m pathlab [ENTRY] [overrides]`: ENTRY is one of pathlab's commands (the table in
+pathlab/entry/table.py: train, eval, predict, export, ...); without one
 it trains (`python -m pathlab experiment=fast_cpu`). `python -m pathlab` alone, or with --help,
 prints the overview of every entry point (conf/hydra/help/pathlab.yaml): a bare command started
 a default run that downloads PathMNIST, where a newcomer expected to be told what there is."""
@@ -7,20 +7,18 @@ a default run that downloads PathMNIST, where a newcomer expected to be told wha
 import runpy
 import sys
 
-ENTRY_POINTS = (
-    "train", "eval", "predict", "export", "explore", "gradcam", "embed", "probe", "report",
-    "summarize", "compare", "bench",
-)  # fmt: skip
+from pathlab.entry import table
 
 
 def main() -> None:
     if len(sys.argv) == 1:
         sys.argv.append("--help")
-    name = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in ENTRY_POINTS else "train"
+    commands = table.by_name()
+    name = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in commands else "train"
     if len(sys.argv) > 1 and sys.argv[1] == name:
         del sys.argv[1]
     # run the entry module as `python -m pathlab.<name>` would (Hydra names the job after it)
-    runpy.run_module(f"pathlab.{name}", run_name="__main__", alter_sys=True)
+    runpy.run_module(commands[name].module, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -2,82 +2,79 @@
 
 from pathlab import api
 summary = api.train(["data=synthetic", "experiment=demo"], output_dir="runs/demo")
+api.compare(["runs/a", "runs/b", "--out", "runs/compared"])
+
+Every command of pathlab/entry/table.py is here: a Hydra one takes its overrides and an output
+dir, an argparse one (report, summarize, compare, bench) its command-line arguments.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pathlab.config.tree import compose_config
 from pathlab.data.npz import resplit_npz
+from pathlab.entry import table
+from pathlab.entry.runner import use_threads
+from pathlab.entry.table import EntryPoint
+
+
+def _hydra_command(entry: EntryPoint) -> Callable[..., Any]:
+    def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Any:
+        cfg = compose_config(entry.name, overrides, output_dir)
+        use_threads(cfg)  # as the command line's run_task applies it
+        return entry.load_task()(cfg)
+
+    run.__doc__ = (
+        f"`python -m {entry.module} overrides...` from Python ({entry.summary}), writing into "
+        "output_dir; returns the task's summary. A user error raises its PathlabError."
+    )
+    return run
+
+
+def _argparse_command(entry: EntryPoint) -> Callable[..., Any]:
+    def run(argv: Sequence[str] = ()) -> Any:
+        module = importlib.import_module(entry.module)
+        return entry.load_task()(module.build_parser().parse_args([str(a) for a in argv]))
+
+    run.__doc__ = (
+        f"`python -m {entry.module} ARGS...` from Python ({entry.summary}); returns the task's "
+        "result. A user error raises its PathlabError."
+    )
+    return run
+
+
+def command(name: str) -> Callable[..., Any]:
+    """The Python function of a command of the table (pathlab/entry/table.py), by its api name:
+    `api.train`, `api.evaluate`, `api.compare`, ... are this, looked up when first used, so a
+    command added to the table is here at once."""
+    for entry in table.ENTRY_POINTS:
+        if entry.api_name == name:
+            run = (_hydra_command if entry.hydra else _argparse_command)(entry)
+            run.__name__ = run.__qualname__ = name
+            return run
+    raise AttributeError(f"module 'pathlab.api' has no attribute {name!r}")
+
+
+def __getattr__(name: str) -> Callable[..., Any]:
+    return command(name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {e.api_name for e in table.ENTRY_POINTS})
+
 
 __all__ = [
-    "compare",
+    "command",
     "compose_config",
     "demo_data",
-    "embed",
-    "evaluate",
-    "explore",
-    "gradcam",
-    "probe",
     "real_sample_path",
-    "train",
+    *(e.api_name for e in table.ENTRY_POINTS),
 ]
-
-
-def _run(task, entry: str, overrides: Sequence[str], output_dir: str | Path | None) -> Any:
-    """An entry point's task on its composed config, with `threads=N` applied as the command
-    line's cli.run_task applies it (the tasks themselves leave it to their caller)."""
-    from pathlab.entry.runner import use_threads
-
-    cfg = compose_config(entry, overrides, output_dir)
-    use_threads(cfg)
-    return task(cfg)
-
-
-def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
-    from pathlab.train import train as run
-
-    return _run(run, "train", overrides, output_dir)
-
-
-def evaluate(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
-    from pathlab.eval import evaluate as run
-
-    return _run(run, "eval", overrides, output_dir)
-
-
-def explore(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
-    from pathlab.explore import explore as run
-
-    return _run(run, "explore", overrides, output_dir)
-
-
-def gradcam(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
-    from pathlab.gradcam import gradcam as run
-
-    return _run(run, "gradcam", overrides, output_dir)
-
-
-def embed(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
-    from pathlab.embed import embed as run
-
-    return _run(run, "embed", overrides, output_dir)
-
-
-def probe(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
-    from pathlab.probe import run_probe as run
-
-    return _run(run, "probe", overrides, output_dir)
-
-
-def compare(runs: Sequence[str | Path], out_dir: str | Path = ".", bootstrap: int = 1000) -> dict:
-    from pathlab.compare import compare_runs
-
-    return compare_runs(list(runs), out_dir, bootstrap)
 
 
 def real_sample_path() -> Path:

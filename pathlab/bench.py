@@ -15,6 +15,7 @@ a warm-up and each figure is the median of the repeats; ratios compare figures o
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import statistics
@@ -38,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from pathlab.config.tree import OverviewParser, compose_config
 from pathlab.data.augment import to_float_nchw
 from pathlab.entry.assemble import build_model
-from pathlab.entry.runner import use_threads
+from pathlab.entry.runner import run_args, use_threads
 from pathlab.evaluation.tta import TestTimeAugmentation
 from pathlab.models.protocol import channels_last_hazards, describe, parameter_groups
 from pathlab.runtime.files import atomic_write_json
@@ -398,7 +399,7 @@ def print_table(report: dict[str, Any]) -> None:
     console.print(f"peak RSS of the bench process: {report['peak_rss_mb']:.0f} MB")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OverviewParser:
     parser = OverviewParser("bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "overrides", nargs="*", help="train config overrides (model.stem=imagenet, data.root=...)"
@@ -421,8 +422,16 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="a few steps of a tiny model (the test suite's check)"
     )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_args(bench_task, args, args.out.parent if args.out else None)
+
+
+def bench_task(args: argparse.Namespace) -> dict[str, Any]:
+    """`python -m pathlab.bench`: the measurements, printed and (--out) written as JSON."""
     overrides = list(args.overrides)
     if not any(o.startswith("data=") or o.startswith("data.root=") for o in overrides):
         overrides.insert(0, "data=synthetic")
@@ -482,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         atomic_write_json(args.out, report)
         print(f"results written to {args.out}")
-    return 0
+    return report
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ current directory) and prints the table.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import itertools
 import json
@@ -28,6 +29,7 @@ import numpy as np
 from rich.table import Table
 
 from pathlab.config.tree import OverviewParser
+from pathlab.entry.runner import run_args
 from pathlab.evaluation.metrics import (
     METRICS,
     bootstrap_draws,
@@ -44,7 +46,7 @@ from pathlab.evaluation.stats import (
     mcnemar_exact,
     percentile_interval,
 )
-from pathlab.runtime.errors import ConfigError, DataError, PathlabError
+from pathlab.runtime.errors import ConfigError, DataError
 from pathlab.runtime.files import atomic_write_json, atomic_write_text
 from pathlab.runtime.terminal import wide_console
 
@@ -373,7 +375,7 @@ def print_pairs(pairs: list[dict[str, Any]]) -> None:
         console.print(headline_sentence(p))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OverviewParser:
     parser = OverviewParser(
         "compare",
         description="Paired comparison of runs on the same test images: McNemar, paired "
@@ -387,14 +389,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="the resamples' seed (default 0)")
-    args = parser.parse_args(argv)
-    try:
-        compare_runs(args.runs, args.out, args.bootstrap, args.seed)
-    except PathlabError as exc:
-        print(f"pathlab: error: {exc}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_args(compare_task, args, Path(args.out))
+
+
+def compare_task(args: argparse.Namespace) -> dict[str, Any]:
+    """`python -m pathlab.compare RUN_A RUN_B ... [--out DIR]`: compare.json and compare.md."""
+    result = compare_runs(args.runs, args.out, args.bootstrap, args.seed)
     print(f"comparison written to {Path(args.out) / COMPARE_MD} and {COMPARE_JSON}")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from pathlab.config.tree import OverviewParser
 from pathlab.data.info import MEDMNIST_2D, DatasetInfo
+from pathlab.entry.runner import run_args
 from pathlab.evaluation.predictions import Predictions, read_predictions
 from pathlab.evaluation.tta import VIEWS
 from pathlab.reporting.publish import publish_report
@@ -117,7 +120,7 @@ def default_out(source: Path) -> Path:
     return source / REBUILT
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OverviewParser:
     parser = OverviewParser(
         "report",
         description="Rebuild a run's report, per-class table, result file and figures from its predictions.csv.",
@@ -150,27 +153,32 @@ def main(argv: list[str] | None = None) -> int:
         "--flag",
         help="the MedMNIST data set (default: the one whose class names the columns carry)",
     )
-    args = parser.parse_args(argv)
-    try:
-        check_columns(args.predictions, args.flag)
-        predictions = read_predictions(args.predictions, args.split, args.flag)
-        source = Path(args.predictions).resolve().parent
-        out = Path(args.out) if args.out else default_out(source)
-        predictions, tta_line = with_tta(predictions, args.tta, source)
-        published = publish_report(
-            out,
-            predictions,
-            details={"TTA": tta_line, "source": str(args.predictions)},
-            run_name=args.run,
-        )
-    except PathlabError as exc:
-        print(f"pathlab: error: {exc}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_args(report_task, args, Path(args.out) if args.out else None)
+
+
+def report_task(args: argparse.Namespace) -> dict[str, Any]:
+    """The report files of a predictions.csv, as `python -m pathlab.report` writes them."""
+    check_columns(args.predictions, args.flag)
+    predictions = read_predictions(args.predictions, args.split, args.flag)
+    source = Path(args.predictions).resolve().parent
+    out = Path(args.out) if args.out else default_out(source)
+    predictions, tta_line = with_tta(predictions, args.tta, source)
+    published = publish_report(
+        out,
+        predictions,
+        details={"TTA": tta_line, "source": str(args.predictions)},
+        run_name=args.run,
+    )
     overall = published["report"]["overall"]
     print(
         f"report written to {out}: ACC {overall['acc']:.4f}, AUC {overall['auc']:.4f}, macro F1 {overall['f1_macro']:.4f}"
     )
-    return 0
+    return published
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ runs without a completed metrics.json are listed as failed, with the reason from
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from pathlab.config.tree import OverviewParser
+from pathlab.entry.runner import run_args
 from pathlab.evaluation.metrics import headline_names, metric_mode
 from pathlab.evaluation.stats import paired_test, t_interval
 from pathlab.reporting.figures import save_png
@@ -358,20 +360,27 @@ def write_summary(paths: list[Path], out: Path) -> list[Group]:
     return groups
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OverviewParser:
     parser = OverviewParser("summarize", description="Summarise runs across seeds or cv folds.")
     parser.add_argument("dirs", nargs="+", type=Path, help="multirun dirs, study dirs or run dirs")
     parser.add_argument(
         "--out", type=Path, help="where summary.md/csv/png go (default: the first DIR)"
     )
-    args = parser.parse_args(argv)
-    try:
-        write_summary(args.dirs, args.out or args.dirs[0])
-    except PathlabError as exc:
-        print(f"pathlab: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"summary written to {args.out or args.dirs[0]}/summary.md")
-    return 0
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = args.out or args.dirs[0]
+    return run_args(summarize_task, args, out)
+
+
+def summarize_task(args: argparse.Namespace) -> list[Group]:
+    """`python -m pathlab.summarize DIR... [--out DIR]`: summary.md/csv/png of the runs found."""
+    out = args.out or args.dirs[0]
+    groups = write_summary(args.dirs, out)
+    print(f"summary written to {out}/summary.md")
+    return groups
 
 
 if __name__ == "__main__":

@@ -93,8 +93,8 @@ def test_a_registered_metric_reaches_every_output(tmp_path, cache_dir):
         write_summary([run], tmp_path / "s")
         assert "test/error_rate" in (tmp_path / "s" / "summary.csv").read_text().splitlines()[0]
         shutil.copytree(run, tmp_path / "same")  # the same predictions under another name
-        compared = api.compare([run, tmp_path / "same"], out_dir=tmp_path / "cmp", bootstrap=50)
+        compared = api.compare([run, tmp_path / "same", "--out", tmp_path, "--bootstrap", "50"])
         assert compared["delta_error_rate"] == 0.0
-        assert "| error rate |" in (tmp_path / "cmp" / "compare.md").read_text()
+        assert "| error rate |" in (tmp_path / "compare.md").read_text()
         lower, higher = {"error_rate": 0.1, "auc": 0.5}, {"error_rate": 0.3, "auc": 0.5}
         assert _score(lower, "error_rate") > _score(higher, "error_rate")

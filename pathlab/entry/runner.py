@@ -101,3 +101,27 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         print(f"\npathlab: error: {error}\n", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run_args(task: Callable[[Any], Any], args: Any, log_dir: Path | None = None) -> int:
+    """An argparse command's task through run_task, as `main(argv)` returns it: 0, or the exit
+    code run_task ends with (2: a user error, one line; 130: Ctrl-C). Where `log_dir` is an
+    existing folder (the command's --out), its `<command>.log` records the run as a Hydra
+    command's log does."""
+    name = task.__module__.rsplit(".", 1)[-1]
+    handler = None
+    if log_dir is not None and Path(log_dir).is_dir():
+        handler = logging.FileHandler(Path(log_dir) / f"{name}.log")
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        )
+        logging.getLogger().addHandler(handler)
+    try:
+        run_task(task, args)
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
