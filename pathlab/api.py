@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pathlab.config.tree import compose_config
-from pathlab.data.npz import resplit_npz
+from pathlab.data.sources import resplit_npz
 from pathlab.entry import table
 from pathlab.entry.runner import use_threads
 from pathlab.entry.table import EntryPoint

@@ -208,7 +208,7 @@ class Bench:
             )
             dataset = dataset_class(
                 split="train",
-                root=str(dm.npz_path.parent),
+                root=str(Path(dm.source.describe()["data_file"]).parent),
                 size=self.info.size,
                 transform=transform,
                 target_transform=lambda t: int(t[0]),

@@ -31,8 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pathlab.config.tree import CONF_DIR
 from pathlab.data import MedMNISTDataModule
 from pathlab.data.colour_match import check_colour_match
-from pathlab.data.npz import SPLITS
-from pathlab.data.sources import md5sum
+from pathlab.data.info import SPLITS
 from pathlab.entry.runner import overridden, run_task
 from pathlab.evaluation.metrics import probabilities
 from pathlab.inference.checkpoint import (
@@ -215,8 +214,7 @@ def embed(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": source["checkpoint"],
         "pretrained": source["pretrained"],
         "dataset": datamodule.info.to_dict(),
-        "data_file": str(datamodule.npz_path),
-        "data_md5": md5sum(datamodule.npz_path),
+        **{k: v for k, v in datamodule.source.describe().items() if k != "kind"},
         "normalisation": {
             "mode": datamodule.normalize_mode,
             "mean": datamodule.mean,

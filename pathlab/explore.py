@@ -20,8 +20,7 @@ from rich.table import Table
 
 from pathlab.config.tree import CONF_DIR
 from pathlab.data.augment import BatchAugment, to_float_nchw
-from pathlab.data.info import DatasetInfo
-from pathlab.data.npz import SPLITS, class_counts
+from pathlab.data.info import SPLITS, DatasetInfo, class_counts
 from pathlab.entry.runner import run_task
 from pathlab.reporting.figures import (
     augmentation_figure,
@@ -169,7 +168,7 @@ def explore(cfg: DictConfig) -> dict[str, Any]:
         figures["augmentations"] = augmentation_figure(columns, info.class_names)
 
     stats = {
-        "source": str(datamodule.npz_path),
+        "source": datamodule.source.describe()["data_file"],
         "dataset": info.flag,
         # the built-in look-alike is not the real data set: the table title says so too
         "synthetic": bool(datamodule.synthetic),

@@ -22,7 +22,7 @@ from rich.progress import Progress
 
 from pathlab.config.tree import CONF_DIR
 from pathlab.data.images import DecodedImages, find_images, read_image_files
-from pathlab.data.npz import load_npz
+from pathlab.data.sources import NpzFile
 from pathlab.entry.runner import run_task
 from pathlab.evaluation.metrics import predicted
 from pathlab.inference.checkpoint import TrainedModel, load_trained_model, resolve_colour_match
@@ -43,7 +43,7 @@ def read_input(path: Path, trained: TrainedModel, split: str) -> DecodedImages:
             f"input={path} does not exist; pass a folder of images, an image or an npz."
         )
     if path.suffix == ".npz":
-        images = load_npz(path, info, splits=(split,))[split].images.numpy()
+        images = NpzFile(path, info).load(splits=(split,))[split].images.numpy()
         return DecodedImages(images, [f"{split}[{i}]" for i in range(len(images))])
     files = find_images(path)
     if not files:

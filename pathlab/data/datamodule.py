@@ -18,10 +18,10 @@ from pathlab.data.colour_match import (
     check_colour_match,
     fit_colour_transport,
 )
-from pathlab.data.folds import cv_spec, cv_summary, kfold_indices, read_groups
-from pathlab.data.info import SYMMETRY_BY_FLAG, DatasetInfo, default_augment
-from pathlab.data.npz import SPLITS, Split, cached_train_colours, class_counts, load_npz
-from pathlab.data.sources import locate_npz, prepare_npz
+from pathlab.data.folds import cv_spec, cv_summary, kfold_indices
+from pathlab.data.info import SPLITS, SYMMETRY_BY_FLAG, DatasetInfo, class_counts, default_augment
+from pathlab.data.npz import Split
+from pathlab.data.sources import Source, source_for
 from pathlab.runtime.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,8 @@ class MedMNISTDataModule(L.LightningDataModule):
     validates; pathlab.data.folds; grouped by the npz's train_groups/val_groups when it has
     them); the test split is untouched; the normalisation stays the official train split's.
     device_resident: hold the arrays on the GPU when training there (PathMNIST-28 is 0.3 GB).
+    source: where the splits come from (pathlab.data.sources.Source); None: the source the data
+    options name (`source_for`: the MedMNIST npz in root, or the synthetic look-alike).
     """
 
     def __init__(
@@ -177,6 +179,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         test_split: str = "test",
         seed: int = 0,
         cv: dict[str, Any] | None = None,
+        source: Source | None = None,
     ):
         super().__init__()
         # defaults per data set, as the command line has them (pathlab/data/info.py tables)
@@ -185,7 +188,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         mixing = mixing_spec(mixing)
         class_names = list(class_names) if class_names else None
         # saved in checkpoints: MedMNISTDataModule.load_from_checkpoint(path, root=..., download=False)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["source"])
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(
@@ -230,6 +233,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.colour_reference: ColourReference | None = None
         self.test_colours: ColourTransport | None = None
         self.synthetic = dict(synthetic) if synthetic else None
+        # where the splits come from (data/sources: the seam a folder or a manifest plugs into)
+        self.source: Source = source or source_for(self.root, self.info, download, self.synthetic)
         self.device_resident, self.num_workers = device_resident, num_workers
         self.test_split, self.seed = test_split, seed
         self.cv = cv_spec(cv)
@@ -248,23 +253,22 @@ class MedMNISTDataModule(L.LightningDataModule):
         return self.info.num_classes
 
     def prepare_data(self) -> None:
-        """Download (or draw) the file once; Lightning calls this on one process per node."""
-        prepare_npz(self.root, self.info, self.download, self.synthetic)
+        """Download (or draw) the data once; Lightning calls this on one process per node."""
+        self.source.prepare()
 
     @property
     def npz_path(self) -> Path:
         """The npz file this DataModule reads (it must exist: prepare_data fetches it)."""
-        return locate_npz(self.root, self.info, self.synthetic)
+        return self.source.path
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        path = self.npz_path
-        loaded = load_npz(path, self.info)
+        path = Path(self.source.location)  # for messages: the file (or what names the data)
+        loaded = self.source.load()
         # a checkpoint's stats and training colours (load_state_dict) win over recomputing
         if self.mean is None or self.colour_reference is None:
-            per_class = None if self.info.multi_label else self.info.num_classes
-            reference = cached_train_colours(path, loaded["train"], per_class)
+            reference = self.source.train_colours(loaded["train"])
             if self.mean is None:
                 self.mean, self.std = reference.channel_stats()
             if self.colour_reference is None:
@@ -273,7 +277,7 @@ class MedMNISTDataModule(L.LightningDataModule):
             self.normalize_mode = "dataset"
         self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
         if self.cv:
-            loaded = self._cv_splits(path, loaded)
+            loaded = self._cv_splits(loaded)
         for split in SPLITS:
             keep = limit_indices(
                 loaded[split].labels, self.limits[split], self.limit_mode, self.limit_seed
@@ -312,12 +316,12 @@ class MedMNISTDataModule(L.LightningDataModule):
             [round(s, 3) for s in self.std],
         )
 
-    def _cv_splits(self, path: Path, loaded: dict[str, Split]) -> dict[str, Split]:
+    def _cv_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
         """cv.folds=K cv.fold=i: train+val joined and re-partitioned (test untouched)."""
         train, val = loaded["train"], loaded["val"]
         images = torch.cat([train.images, val.images])
         labels = torch.cat([train.labels, val.labels])
-        groups = read_groups(path)
+        groups = self.source.groups()  # a patient or slide ID per train+val image, or None
         self.cv_grouped = groups is not None
         cv = self.cv
         fit, held = kfold_indices(labels.cpu().numpy(), cv["folds"], cv["fold"], cv["seed"], groups)

@@ -18,6 +18,7 @@ MULTI_CLASS = "multi-class"
 BINARY = "binary-class"
 ORDINAL = "ordinal-regression"
 MULTI_LABEL = "multi-label, binary-class"
+SPLITS = ("train", "val", "test")
 TASKS = (MULTI_CLASS, BINARY, ORDINAL, MULTI_LABEL)
 SIZES = (28, 64, 128, 224)
 SYMMETRIES = ("d4", "flip", "none")  # label-preserving views: all 8 rotations/flips, a mirror, none
@@ -255,3 +256,12 @@ def checkpoint_info(ckpt: dict[str, Any]) -> DatasetInfo:
         return DatasetInfo.from_dict(ckpt["hyper_parameters"]["info"])
     data = ckpt["hyper_parameters"]["config"]["data"]
     return DatasetInfo.create(data.get("flag", "pathmnist"), data.get("size", 28))
+
+
+def class_counts(labels: Any, num_classes: int) -> Any:
+    import torch  # imported when called: DatasetInfo itself needs no torch
+
+    """Images per class (one label each) or positives per label (multi-label (N, L) labels)."""
+    if labels.ndim == 2:
+        return labels.sum(0)
+    return torch.bincount(labels, minlength=num_classes)

@@ -18,13 +18,11 @@ import numpy as np
 import torch
 
 from pathlab.data.colour_match import ColourReference
-from pathlab.data.info import DatasetInfo
+from pathlab.data.info import SPLITS, DatasetInfo
 from pathlab.runtime.errors import DataError
 from pathlab.runtime.files import atomic_write_json, atomic_write_npz
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -121,13 +119,6 @@ def load_npz(path: str | Path, info: DatasetInfo, splits=SPLITS) -> dict[str, Sp
             torch.from_numpy(labels if info.multi_label else labels.reshape(-1)),
         )
     return out
-
-
-def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Images per class (one label each) or positives per label (multi-label (N, L) labels)."""
-    if labels.ndim == 2:
-        return labels.sum(0)
-    return torch.bincount(labels, minlength=num_classes)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pathlab.data.info import DatasetInfo
-from pathlab.data.npz import SPLITS
+from pathlab.data.info import SPLITS, DatasetInfo
 from pathlab.models.protocol import pooled_features
 from pathlab.runtime.errors import DataError
 from pathlab.runtime.files import atomic_write_npz

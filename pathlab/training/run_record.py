@@ -20,13 +20,23 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from pathlab.data.sources import md5sum
 from pathlab.evaluation.metrics import metric_mode
 from pathlab.models.protocol import describe
 from pathlab.reporting.publish import publish_run
 from pathlab.runtime.errors import TrainingDiverged
 from pathlab.runtime.hardware import git_commit, software_versions
 from pathlab.runtime.terminal import installed_command
+
+
+def data_record(datamodule: Any) -> dict[str, Any]:
+    """metrics.json's record of the data: the source's file and checksum (none without a
+    DataModule: a plain Trainer fed loaders)."""
+    if datamodule is None or not hasattr(datamodule, "source"):
+        return {"data_file": None, "data_md5": None}
+    described = datamodule.source.describe()
+    return {k: described.get(k) for k in ("data_file", "data_md5")} | {
+        "data_source": described.get("kind")
+    }
 
 
 def best_row(history: list[dict[str, float]], metric: str) -> dict[str, float]:
@@ -205,8 +215,7 @@ class RunRecord(L.Callback):
             reproduce={
                 "versions": software_versions(),
                 "git_commit": git_commit(),
-                "data_file": str(datamodule.npz_path) if datamodule is not None else None,
-                "data_md5": md5sum(datamodule.npz_path) if datamodule is not None else None,
+                **data_record(datamodule),
                 "deterministic": torch.are_deterministic_algorithms_enabled(),
                 "precision": str(trainer.precision),
                 "inference_precision": getattr(module, "inference_precision", "32"),

@@ -1,18 +1,16 @@
-"""Where a data set's npz comes from: medmnist's download (MD5-checked), a local file, or the
-built-in synthetic look-alike drawn into a cache folder. Returns a path; reading is npz.py's job.
+"""MedMNIST's npz files as sources: medmnist's download (MD5-checked) into data.root, or a local
+file in the official layout (one's own data set, or data.download=false), read by data/npz.py.
 
 medmnist does what it is good at here: INFO (URLs, MD5s), file naming, download and checksum.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import zipfile
 from pathlib import Path
 
 from pathlab.data.info import MEDMNIST_2D, SIZES, DatasetInfo, medmnist_info
-from pathlab.data.synthetic import synthetic_dirname, write_synthetic_npz
+from pathlab.data.sources.base import NpzSource, md5sum
 from pathlab.runtime.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -36,14 +34,6 @@ def default_root() -> Path:
 
 def _size_key(size: int) -> str:
     return "" if size == 28 else f"_{size}"
-
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _not_found_message(path: Path, flag: str, size: int, reason: str) -> str:
@@ -125,47 +115,22 @@ def ensure_npz(
     return path
 
 
-def _intact(path: Path) -> bool:
-    """A complete zip (npz) file: every member's CRC checks out."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return False
+class MedMNISTSource(NpzSource):
+    """A MedMNIST 2D set's official npz in `root` (medmnist's ~/.medmnist by default), downloaded
+    with medmnist's MD5 check when `download` and needed; one's own flag (a file medmnist does not
+    know) is read from `root` and never sent to a download."""
 
+    def __init__(self, root: str | Path | None, info: DatasetInfo, download: bool = True):
+        self.root, self.info, self.download = root, info, download
 
-def synthetic_npz_path(root: Path, info: DatasetInfo, synthetic: dict[str, int]) -> Path:
-    """Where the synthetic look-alike of `info` with these drawing parameters is cached."""
-    params = {k: synthetic[k] for k in ("n_train", "n_val", "n_test", "seed")}
-    return root / synthetic_dirname(**params) / npz_filename(info.flag, info.size)
+    @property
+    def kind(self) -> str:
+        own = self.info.flag not in MEDMNIST_2D
+        return "npz" if own or not self.download else "medmnist"
 
+    def prepare(self) -> None:
+        ensure_npz(self.root, self.info.flag, self.info.size, self.download)
 
-def prepare_npz(
-    root: str | Path | None,
-    info: DatasetInfo,
-    download: bool,
-    synthetic: dict[str, int] | None = None,
-) -> Path:
-    """The npz file of the data set, fetched or drawn if needed (Lightning's prepare_data)."""
-    if synthetic:
-        if root is None:
-            raise DataError(
-                "data=synthetic needs data.root (a cache folder); the config sets it from paths.cache_dir."
-            )
-        path = synthetic_npz_path(Path(root).expanduser(), info, synthetic)
-        if path.is_file() and not _intact(path):
-            log.warning(
-                "the cached synthetic file %s is damaged (truncated?): drawing it again", path
-            )
-        if not path.is_file() or not _intact(path):
-            log.info("drawing a synthetic %s look-alike into %s", info.flag, path)
-            write_synthetic_npz(path, info=info, **synthetic)
-        return path
-    return ensure_npz(root, info.flag, info.size, download)
-
-
-def locate_npz(root: str | Path | None, info: DatasetInfo, synthetic: dict | None = None) -> Path:
-    """The npz file as it is now, without downloading or drawing (Lightning's setup)."""
-    if synthetic:
-        return prepare_npz(root, info, download=False, synthetic=synthetic)
-    return ensure_npz(root, info.flag, info.size, download=False)
+    @property
+    def path(self) -> Path:
+        return ensure_npz(self.root, self.info.flag, self.info.size, download=False)
