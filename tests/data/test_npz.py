@@ -13,7 +13,7 @@ import torch
 
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import cached_train_colours, channel_stats, load_npz
-from pathlab.data.sources import ensure_npz, npz_filename
+from pathlab.data.sources.medmnist import ensure_npz, npz_filename
 from pathlab.runtime.errors import DataError
 from tests.conftest import random_arrays, write_npz
 
