@@ -11,7 +11,7 @@ EXPLORE_DATA ?= data=synthetic
 SWEEP_DIR ?= outputs/sweep_demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 CV_DIR ?= outputs/cv_demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: help install demo train test test-fast lint format bench timings sweep cv ablation recipe explore docs-figures strip-notebooks tensorboard clean
+.PHONY: help install demo train test test-fast lint format bench gpu-check timings sweep cv ablation recipe explore docs-figures strip-notebooks tensorboard clean
 
 help:
 	@echo "make demo         train + test a short run offline on synthetic data, print the report"
@@ -25,6 +25,7 @@ help:
 	@echo "make docs-figures regenerate docs/*.png shown in README.md"
 	@echo "make tensorboard  TensorBoard over outputs/"
 	@echo "make timings      the README's stated times on this machine (outputs/timings.json)"
+	@echo "make gpu-check    the GPU path in one check (one CUDA GPU, <= 8 min; outputs/gpu_check.json; ARGS=--tiny on a CPU)"
 	@echo "make lint / format / bench / clean"
 
 $(STAMP): pyproject.toml
@@ -96,6 +97,10 @@ strip-notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pathlab.bench --out outputs/bench.json $(ARGS)
+
+# the GPU path in one prepared run: bench, full-size epochs, GPU/CPU agreement (experiments/gpu_check)
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 # the README's stated times on this machine (demo, fast test suite; TIMING_STEPS="demo test-fast test install")
 TIMING_STEPS ?= demo test-fast

@@ -151,6 +151,20 @@ class Bench:
         return instantiate(self.cfg.loss).to(self.device)
 
     # --- training ---------------------------------------------------------------------------
+    def measures(self) -> dict[str, Callable[[], float]]:
+        """Every measurement by its name in the report (images/s each): pathlab.bench and
+        scripts/gpu_check.py time the same ones."""
+        return {
+            "limit": self.limit,
+            "pathlab": self.pathlab,
+            "naive": self.naive,
+            "data_pathlab": self.data_pathlab,
+            "data_pathlab_augmented": lambda: self.data_pathlab(augment=True),
+            "data_naive": self.data_naive,
+            "inference_plain": lambda: self.inference("none"),
+            "inference_d4": lambda: self.inference("d4"),
+        }
+
     def limit(self) -> float:
         """Raw loop: pre-normalised, augmented-free tensors already on the device."""
         net, criterion = self._net(self.channels_last), self._criterion()
@@ -360,11 +374,15 @@ print(json.dumps({{"arrays_mb": arrays, "model_mb": model_mb, "baseline_rss_mb":
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     rate = {k: v["images_per_s"] for k, v in results.items()}
+
+    def ratio(a: str, b: str) -> float:  # NaN where a measure timed nothing (a split too small)
+        return rate[a] / rate[b] if rate.get(a) and rate.get(b) else float("nan")
+
     return {
-        "pathlab_vs_limit": rate["pathlab"] / rate["limit"],
-        "pathlab_vs_naive": rate["pathlab"] / rate["naive"],
-        "data_vs_naive": rate["data_pathlab"] / rate["data_naive"],
-        "tta_vs_plain": rate["inference_plain"] / rate["inference_d4"],
+        "pathlab_vs_limit": ratio("pathlab", "limit"),
+        "pathlab_vs_naive": ratio("pathlab", "naive"),
+        "data_vs_naive": ratio("data_pathlab", "data_naive"),
+        "tta_vs_plain": ratio("inference_plain", "inference_d4"),
     }
 
 
@@ -449,16 +467,7 @@ def bench_task(args: argparse.Namespace) -> dict[str, Any]:
         args.steps, args.warmup, args.repeats = 2, 1, 1
     with tempfile.TemporaryDirectory(prefix="pathlab-bench-") as tmp:
         bench = Bench(overrides, args.steps, args.warmup, Path(tmp))
-        measures = {
-            "limit": bench.limit,
-            "pathlab": bench.pathlab,
-            "naive": bench.naive,
-            "data_pathlab": bench.data_pathlab,
-            "data_pathlab_augmented": lambda: bench.data_pathlab(augment=True),
-            "data_naive": bench.data_naive,
-            "inference_plain": lambda: bench.inference("none"),
-            "inference_d4": lambda: bench.inference("d4"),
-        }
+        measures = bench.measures()
         for measure in measures.values():  # warm-up round: oneDNN primitives, allocator, caches
             measure() if not args.smoke else None
         results = interleaved(measures, args.repeats)
