@@ -329,7 +329,7 @@ def check_trainer(
     """Batch shares, and accelerator and strategy against this machine's GPUs.
     Returns (problems, notes): a note says what will run where the settings are legal but easy to
     misread (DDP on CPU processes)."""
-    problems, notes = [], []
+    problems, notes = unknown_trainer_arguments(trainer), []
     for key in (*BATCH_SHARES, "val_check_interval"):
         value = trainer.get(key)
         if value is None:
@@ -389,6 +389,59 @@ def check_trainer(
                 f"trainer=ddp on the CPU: {n} talking over gloo (data.batch_size is per process)."
             )
     return problems, notes
+
+
+def unknown_trainer_arguments(trainer: Mapping[str, Any]) -> list[str]:
+    """Keys of the trainer group that lightning.Trainer does not take, with the closest name:
+    Hydra suggests `+trainer.max_epoch=1` for a typo, and Lightning would refuse it only after
+    the data is read, in a 40-line InstantiationException."""
+    import difflib
+    import inspect
+
+    target = str(trainer.get("_target_", "lightning.pytorch.Trainer"))
+    if target not in (
+        "lightning.pytorch.Trainer",
+        "lightning.Trainer",
+        "pytorch_lightning.Trainer",
+    ):
+        return []  # a Trainer of the user's own: its own arguments
+    from lightning.pytorch import Trainer
+
+    known = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    problems = []
+    for key in sorted(k for k in trainer if not str(k).startswith("_") and k not in known):
+        close = difflib.get_close_matches(str(key), sorted(known), n=1)
+        fix = (
+            f"did you mean trainer.{close[0]}=...?"
+            if close
+            else "see lightning.Trainer's arguments."
+        )
+        problems.append(f"trainer.{key} is not an argument of lightning's Trainer; {fix}")
+    return problems
+
+
+def check_model(model: Mapping[str, Any]) -> list[str]:
+    """A frozen network must come from somewhere: a linear probe of random weights trains a head
+    on noise features, at chance level."""
+    if model.get("finetune") == "linear_probe" and not model.get("pretrained"):
+        return [
+            "model.finetune=linear_probe trains only the head, on a frozen network, and "
+            "model.pretrained is not set: the frozen network would be random (chance level). "
+            "Pass model.pretrained=FILE (or true for timm's weights), or model.finetune=full."
+        ]
+    return []
+
+
+def check_cv(cv: Mapping[str, Any]) -> list[str]:
+    """cv.fold picks one of cv.folds folds; without cv.folds the run trains on the official split
+    and would record a fold it never used."""
+    fold = cv.get("fold")
+    if cv.get("folds") is None and fold not in (None, 0):
+        return [
+            f"cv.fold={fold} has no folds to choose from: cv.folds is not set. Pass cv.folds=K "
+            f"(e.g. cv.folds=5 cv.fold={fold}) for K-fold cross-validation, or leave cv.fold out."
+        ]
+    return []
 
 
 # the D4 views each symmetry keeps a label under (pathlab.evaluation.tta.VIEWS names them)
@@ -526,6 +579,10 @@ def validate_settings(config: Mapping[str, Any], gpus: int | None = None) -> lis
         problems += trainer_problems
     if isinstance(config.get("tta"), Mapping) and isinstance(config.get("data"), Mapping):
         notes += check_tta(config["tta"], config["data"])
+    if isinstance(config.get("model"), Mapping):
+        problems += check_model(config["model"])
+    if isinstance(config.get("cv"), Mapping):
+        problems += check_cv(config["cv"])
     optim, scheduler = config.get("optim"), config.get("scheduler")
     if not problems and isinstance(optim, Mapping) and "_target_" in optim:
         optimizer, optim_problems = build_optimizer(optim)
