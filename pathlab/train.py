@@ -133,7 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_path(cfg.ckpt_path, run_dir)
     if ckpt_path:  # the same data, model and normalisation as the checkpoint's run
         config = run_config(cfg)
-        check_resume_identity(ckpt_path, config["data"], config["model"])
+        check_resume_identity(ckpt_path, config["data"], config["model"], config)
     with claim_run_dir(run_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False))):
         return _train(cfg, run_dir, ckpt_path)
 

@@ -29,3 +29,18 @@ def test_an_unknown_trainer_argument_is_refused_with_the_close_match(override, c
     assert f"{key}" in message and close in message
     assert "InstantiationException" not in message
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_resume_refuses_changed_settings_and_allows_more_epochs(tmp_path, cache_dir):
+    from pathlab import api
+
+    run = tmp_path / "run"
+    tiny = [*TINY_RUN, "trainer.max_epochs=1"]
+    api.train(tiny, output_dir=run)
+    message = train_error([*tiny, "ckpt_path=last", "optim.lr=0.05", "loss=focal"], run)
+    assert "resumes its run as it was" in message
+    assert "optim.lr: 0.001 vs 0.05" in message and "loss._target_:" in message
+    assert "model.pretrained=" in message  # the fix: a new run from its weights
+    # more epochs is a change a resume may make: it trains on
+    summary = api.train([*TINY_RUN, "trainer.max_epochs=2", "ckpt_path=last"], output_dir=run)
+    assert summary["epochs_trained"] == 2

@@ -83,15 +83,74 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+# What a resume restores from the checkpoint (the optimiser's and the schedule's state, the
+# loss): a changed value would be recorded in metrics.json and not used. Everything else (e.g.
+# trainer.max_epochs, to train on; threads, loggers, tags) may change on resume.
+RESTORED = ("loss", "optim", "scheduler")
+RESTORED_KEYS = ("seed", "data.batch_size", "data.augment", "data.mixing")
+
+
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out |= _flat(v, f"{prefix}.{k}")
+        return out
+    return {prefix: node}
+
+
+def _get(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def setting_differences(ckpt: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """`key: checkpoint's value vs this config's` for the settings a resume restores as they were
+    (RESTORED groups, RESTORED_KEYS); empty where the checkpoint keeps no run config."""
+    trained = (ckpt.get("hyper_parameters") or {}).get("config") or {}
+    if not trained:
+        return []
+    was: dict[str, Any] = {}
+    now: dict[str, Any] = {}
+    for key in (*RESTORED, *RESTORED_KEYS):
+        was |= _flat(_get(trained, key), key)
+        now |= _flat(_get(config, key), key)
+    out = []
+    for key in sorted(set(was) | set(now)):
+        a, b = was.get(key), now.get(key)
+        if key.endswith("._target_"):
+            a, b = current_target(str(a)), current_target(str(b))
+        if a != b:
+            out.append(f"{key}: {_short(a)} vs {_short(b)}")
+    return out
+
+
 def check_resume_identity(
-    path: str | Path, data: Mapping[str, Any], model: Mapping[str, Any] | None = None
+    path: str | Path,
+    data: Mapping[str, Any],
+    model: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> None:
-    """Refuse to resume a checkpoint under another data set, model or normalisation, naming both."""
-    differences = identity_differences(read_checkpoint(path), data, model)
+    """Refuse to resume a checkpoint under another data set, model or normalisation, or with
+    another loss, optimiser, schedule, seed or batch (`config`: the run's resolved config), naming
+    each difference and the fix."""
+    ckpt = read_checkpoint(path)
+    differences = identity_differences(ckpt, data, model)
     if differences:
         raise ConfigError(
             f"ckpt_path={path} cannot be resumed under this config: "
             f"{'; '.join(differences)} (the checkpoint's vs this run's). Resuming would go on "
             "training it on something else and replace its run's files. Pass the settings it "
             "was trained with, or start a new run without ckpt_path."
+        )
+    changed = setting_differences(ckpt, config or {}) if config is not None else []
+    if changed:
+        raise ConfigError(
+            f"ckpt_path={path} resumes its run as it was, and these settings differ from it: "
+            f"{'; '.join(changed)} (the checkpoint's vs this run's). A resume restores the "
+            "optimiser, the schedule and the loss, so the new values would be recorded and not "
+            "used. Resume without them (trainer.max_epochs may change), or start a new run from "
+            f"its weights with model.pretrained={path}."
         )
