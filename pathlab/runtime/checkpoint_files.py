@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from pathlab.runtime.errors import CheckpointError, StorageError
+from pathlab.runtime.files import atomic_write
 
 # "the disk is full" (ENOSPC) or "your quota is used up" (EDQUOT)
 FULL_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -41,20 +40,6 @@ def _free_bytes(folder: Path) -> int | None:
         return shutil.disk_usage(folder).free
     except OSError:
         return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def checkpoint_write_error(path: Path, exc: OSError, size: int) -> StorageError:
@@ -81,31 +66,13 @@ def checkpoint_write_error(path: Path, exc: OSError, size: int) -> StorageError:
 
 
 def atomic_save_bytes(data: bytes, path: str | Path) -> Path:
-    """Write `data` to `path` through a temp file in the same folder: fsync, rename, fsync the folder."""
+    """Write `data` to `path` durably (runtime/files.py atomic_write: a temp file in the same
+    folder, fsync, rename, fsync the folder); a failed write is one StorageError naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: tmp.write_bytes(data), durable=True)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise checkpoint_write_error(path, exc, len(data)) from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
