@@ -222,7 +222,7 @@ class Bench:
             )
             dataset = dataset_class(
                 split="train",
-                root=str(Path(dm.source.describe()["data_file"]).parent),
+                root=str(Path(dm.source.location).parent),
                 size=self.info.size,
                 transform=transform,
                 target_transform=lambda t: int(t[0]),

@@ -168,7 +168,7 @@ def explore(cfg: DictConfig) -> dict[str, Any]:
         figures["augmentations"] = augmentation_figure(columns, info.class_names)
 
     stats = {
-        "source": datamodule.source.describe()["data_file"],
+        "source": str(datamodule.source.location),
         "dataset": info.flag,
         # the built-in look-alike is not the real data set: the table title says so too
         "synthetic": bool(datamodule.synthetic),

@@ -124,20 +124,11 @@ def _failure_reason(path: Path, fallback: str) -> str:
     return fallback
 
 
-def _overrides(path: Path) -> list[str]:
-    """A run's command-line overrides: Hydra's record, or (a run from pathlab.api, which has no
-    .hydra folder) the list its metrics.json keeps."""
-    hydra = path / ".hydra" / "overrides.yaml"
-    if hydra.is_file():
-        return yaml.safe_load(hydra.read_text()) or []
-    try:
-        return list(json.loads((path / "metrics.json").read_text()).get("overrides") or [])
-    except (OSError, ValueError, AttributeError):
-        return []
-
-
 def load_run(path: Path) -> Run:
-    overrides = _overrides(path)
+    # a run's command-line overrides: Hydra's record, or (a run from pathlab.api, which has no
+    # .hydra folder) the list its metrics.json keeps, read below
+    hydra = path / ".hydra" / "overrides.yaml"
+    overrides = (yaml.safe_load(hydra.read_text()) or []) if hydra.is_file() else []
     try:
         data = json.loads((path / "metrics.json").read_text())
     except OSError:
@@ -157,6 +148,8 @@ def load_run(path: Path) -> Run:
         )
     if not isinstance(data, dict):
         return Run(path, overrides, "failed", reason="metrics.json is not a JSON object")
+    if not hydra.is_file():
+        overrides = list(data.get("overrides") or [])
     status = data.get("status", "completed")
     run = Run(path, overrides, status, data.get("metrics", {}), data.get("optimized_metric"))
     if status != "completed":

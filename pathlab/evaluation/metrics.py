@@ -123,7 +123,7 @@ def metric_names(multi_label: bool = False, **flags: bool) -> tuple[str, ...]:
 
 def headline_names() -> tuple[str, ...]:
     """What validation logs every epoch, `optimized_metric` may select, summaries and HPARAMS show."""
-    return tuple(s.name for s in METRICS.values() if s.headline)
+    return metric_names(headline=True)
 
 
 def validation_metrics() -> tuple[str, ...]:
@@ -136,9 +136,7 @@ def metric_mode(metric: str) -> str:
     metrics.json's best epoch and the summaries' ranking all ask here): a registered metric says
     (`val/ece` is minimised), a loss is minimised, anything else (a user's own logged metric)
     maximised."""
-    name = str(metric).split("/")[-1] if "/" in str(metric) else str(metric)
-    name = name.removesuffix("_no_tta")
-    spec = METRICS.get(name)
+    spec = METRICS.get(str(metric).split("/")[-1].removesuffix("_no_tta"))
     if spec is not None:
         return "max" if spec.higher_is_better else "min"
     return "min" if str(metric).endswith("loss") else "max"

@@ -297,9 +297,8 @@ class PathClassifier(L.LightningModule):
         if self.trainer.world_size > 1:
             columns = [self.all_gather(c).flatten(0, 1) for c in columns]
         columns = [c.cpu().numpy() for c in columns]
-        check_gathered_split(
-            self.trainer, columns[-1]
-        )  # every image once (pathlab/runtime/distributed.py)
+        # every image once (pathlab/runtime/distributed.py)
+        check_gathered_split(self.trainer, columns[-1])
         _, first = np.unique(columns[-1], return_index=True)  # sorted by index, repeats dropped
         return [c[first] for c in columns]
 

@@ -145,7 +145,7 @@ def check_resume_identity(
             "training it on something else and replace its run's files. Pass the settings it "
             "was trained with, or start a new run without ckpt_path."
         )
-    changed = setting_differences(ckpt, config or {}) if config is not None else []
+    changed = setting_differences(ckpt, config) if config is not None else []
     if changed:
         raise ConfigError(
             f"ckpt_path={path} resumes its run as it was, and these settings differ from it: "
