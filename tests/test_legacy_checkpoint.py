@@ -60,6 +60,26 @@ def test_old_targets_resolve_to_the_new_modules():
     assert current_target("torch.optim.AdamW") == "torch.optim.AdamW"
 
 
+def test_every_moved_name_has_a_home():
+    import importlib
+
+    from pathlab.config.moved import MOVED, current_target
+
+    for new in MOVED.values():
+        try:
+            importlib.import_module(new)
+        except ModuleNotFoundError:  # a class or function: its module holds it
+            module, _, name = new.rpartition(".")
+            assert hasattr(importlib.import_module(module), name), new
+    # a run's stored config names its logger class by the module of its day
+    assert current_target("pathlab.loggers.MLflowLogger") == (
+        "pathlab.tracking.mlflow_logger.MLflowLogger"
+    )
+    assert current_target("pathlab.tracking.loggers.TensorBoardLogger") == (
+        "pathlab.tracking.tensorboard_logger.TensorBoardLogger"
+    )
+
+
 def test_load_from_checkpoint_rebuilds_the_old_run():
     model = PathClassifier.load_from_checkpoint(CKPT, map_location="cpu").eval()
     assert type(model.criterion).__module__ == "pathlab.training.losses"

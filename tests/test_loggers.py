@@ -20,19 +20,13 @@ from PIL import Image
 from pathlab.entry.assemble import run_config
 from pathlab.reporting.figures import confusion_figure, reliability_figure
 from pathlab.runtime.terminal import installed_command
-from pathlab.tracking.loggers import (
-    FIXED_KEYS,
-    by_step,
-    figure_panels,
-    hparams_summaries,
-    mlflow_store,
-    report_text,
-    result_scalars,
-    run_identity,
-    run_name,
-    sweep_keys,
-    tensorboard_tag,
-)
+from pathlab.tracking.identity import run_identity, run_name
+from pathlab.tracking.loggers import sweep_keys
+from pathlab.tracking.mlflow_logger import mlflow_store
+from pathlab.tracking.params import FIXED_KEYS
+from pathlab.tracking.results import figure_panels, report_text
+from pathlab.tracking.scalars import by_step, result_scalars
+from pathlab.tracking.tensorboard_hparams import hparams_summaries, tensorboard_tag
 from tests.conftest import TINY_RUN, run_cli
 
 NAMES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
@@ -332,7 +326,8 @@ def test_mlflow_runs_in_one_process_keep_their_own_stores(tmp_path, monkeypatch)
     mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI, which logger.mlflow.tracking_uri reads."""
     import os
 
-    from pathlab.tracking.loggers import MLflowLogger, RunIdentity
+    from pathlab.tracking.identity import RunIdentity
+    from pathlab.tracking.mlflow_logger import MLflowLogger
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run = RunIdentity(name="resnet18-ce-seed0", group="resnet18-ce", params={"seed": 0}, schema={})
@@ -353,7 +348,7 @@ def test_mlflow_runs_in_one_process_keep_their_own_stores(tmp_path, monkeypatch)
 def test_an_unreachable_mlflow_server_is_one_error_not_minutes_of_retries(tmp_path, monkeypatch):
     # MLflow retried http://host:5000 for 259 s, then raised a chain of ten tracebacks
     from pathlab.runtime.errors import ConfigError
-    from pathlab.tracking.loggers import MLflowLogger
+    from pathlab.tracking.mlflow_logger import MLflowLogger
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

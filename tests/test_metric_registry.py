@@ -69,7 +69,7 @@ def test_an_interval_needs_its_resampled_form():
 def test_a_registered_metric_reaches_every_output(tmp_path, cache_dir):
     from pathlab.probe import _score
     from pathlab.summarize import write_summary
-    from pathlab.tracking.loggers import result_metrics
+    from pathlab.tracking.tensorboard_hparams import result_metrics
 
     run = tmp_path / "run"
     overrides = [*TINY_RUN, "optimized_metric=val/error_rate", "trainer.max_epochs=2"]

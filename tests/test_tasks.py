@@ -68,7 +68,7 @@ def test_each_task_trains_tests_and_reports_under_its_own_names(tmp_path, flag, 
     for name in ("val/acc", "val/auc", "test/acc", "test/auc", "test/f1_macro"):
         assert math.isfinite(summary["metrics"][name]), name
     logged = scalars(run_dir)
-    # per-class curves sort after train/val in TensorBoard under "~" (pathlab.tracking.loggers)
+    # per-class curves sort after train/val in TensorBoard under "~" (tracking/tensorboard_hparams)
     assert all(f"~test_per_class/auc/{name}" in logged for name in info.class_names)
     assert "~test_per_class/auc/ADI" not in logged
     report = (run_dir / "report.md").read_text()

@@ -26,7 +26,7 @@ SCALARS = [
     "val/acc",
     "val/auc",
     "train/loss_epoch",
-    "~test/acc",  # results sort after the train/val curves in TensorBoard (pathlab.tracking.loggers)
+    "~test/acc",  # results sort after the train/val curves (tracking/tensorboard_hparams.py)
     "~test/auc",
     "~test/f1_macro",
 ]

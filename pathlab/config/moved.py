@@ -42,6 +42,15 @@ MOVED = {
     "pathlab.checkpoint": "pathlab.inference.checkpoint",
     "pathlab.deploy": "pathlab.inference.deploy",
     "pathlab.embeddings": "pathlab.inference.embeddings",
+    # the logger classes a run's stored config names (conf/logger), before and after the re-layout
+    "pathlab.loggers.TensorBoardLogger": "pathlab.tracking.tensorboard_logger.TensorBoardLogger",
+    "pathlab.loggers.MLflowLogger": "pathlab.tracking.mlflow_logger.MLflowLogger",
+    "pathlab.loggers.WandbLogger": "pathlab.tracking.wandb_logger.WandbLogger",
+    "pathlab.tracking.loggers.TensorBoardLogger": (
+        "pathlab.tracking.tensorboard_logger.TensorBoardLogger"
+    ),
+    "pathlab.tracking.loggers.MLflowLogger": "pathlab.tracking.mlflow_logger.MLflowLogger",
+    "pathlab.tracking.loggers.WandbLogger": "pathlab.tracking.wandb_logger.WandbLogger",
 }
 
 

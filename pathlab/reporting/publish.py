@@ -38,7 +38,9 @@ from pathlab.reporting.figures import (
 )
 from pathlab.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pathlab.runtime.terminal import installed_command, wide_console
-from pathlab.tracking.loggers import RunLogger, TensorBoardLogger, result_scalars
+from pathlab.tracking.run_logger import RunLogger
+from pathlab.tracking.scalars import result_scalars
+from pathlab.tracking.tensorboard_logger import TensorBoardLogger
 
 REPORT_JSON = "report.json"
 METRICS_JSON = "metrics.json"
@@ -427,7 +429,7 @@ def to_loggers(
     metrics: dict[str, float] | None = None,
 ) -> None:
     """The run's results to every logger it has: pathlab's (TensorBoard, MLflow, W&B) take the
-    scalars, figures, report and files (pathlab.tracking.loggers); any other gets the scalars. Then each
+    scalars, figures, report and files (pathlab.tracking.run_logger); any other gets the scalars. Then each
     is closed and the command that opens it printed. (The hyper-parameters, `params`, went to
     pathlab's loggers when the run started; `metrics` are in the results.)"""
     console = wide_console(soft_wrap=True)

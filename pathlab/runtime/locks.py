@@ -11,6 +11,7 @@ and two processes never write one run dir at once.
 - Only global rank 0 claims: the other DDP processes of the same run share its dir.
 - `RunDirGuard`, a Hydra callback, claims the dir before Hydra writes `.hydra/` into it (so a
   refused run changes nothing there) and says a read-only or unwritable run dir in one line.
+- `exclusive_lock`: one process at a time in a store that the jobs of a sweep share.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +242,16 @@ class RunDirGuard(Callback):
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created) while the block runs, for the jobs of a sweep
+    that share one local store (MLflow's SQLite file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,1 +1,1 @@
-"""Run identity and the experiment trackers: TensorBoard, MLflow, W&B."""
+"""Run identity, its curated hyper-parameters, and the experiment trackers: TensorBoard, MLflow, W&B."""
