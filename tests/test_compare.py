@@ -163,7 +163,7 @@ def test_runs_of_one_protocol_are_told_apart_by_their_run_dirs(two_runs, tmp_pat
 
 def test_an_interval_ending_at_zero_reads_0_00_not_minus_0_00():
     # B ahead, and A - B's interval ends at 0: flipped to B - A it printed "95% CI -0.00 to 7.50"
-    from pathlab.compare import headline_sentence
+    from pathlab.reporting.comparison import headline_sentence
 
     pair = {"a": "A", "b": "B", "n": 200, "acc_a": 0.80, "acc_b": 0.83, "mcnemar_p": 0.06}
     text = headline_sentence(pair | {"delta_acc": -0.03, "delta_acc_ci95": (-0.075, 0.0)})

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from pathlab.compare import compare_runs
+from pathlab.reporting.comparison import compare_runs
 from pathlab.config.tree import compose_config
 from pathlab.data import MedMNISTDataModule
 from pathlab.data.augment import Normalize, to_float_nchw
