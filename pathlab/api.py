@@ -21,13 +21,20 @@ from pathlab.data.sources import resplit_npz
 from pathlab.entry import table
 from pathlab.entry.runner import use_threads
 from pathlab.entry.table import EntryPoint
+from pathlab.runtime.errors import find_pathlab_error
 
 
 def _hydra_command(entry: EntryPoint) -> Callable[..., Any]:
     def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Any:
         cfg = compose_config(entry.name, overrides, output_dir)
         use_threads(cfg)  # as the command line's run_task applies it
-        return entry.load_task()(cfg)
+        try:
+            return entry.load_task()(cfg)
+        except Exception as exc:
+            error = find_pathlab_error(exc)  # Hydra wraps errors raised while instantiating
+            if error is None or error is exc:
+                raise
+            raise error from None
 
     run.__doc__ = (
         f"`python -m {entry.module} overrides...` from Python ({entry.summary}), writing into "

@@ -27,13 +27,30 @@ from pathlab.training.module import PathClassifier
 log = logging.getLogger("pathlab")
 
 
-def eval_datamodule(cfg: DictConfig):
+def eval_datamodule(cfg: DictConfig, trained):
     """The data to evaluate on: the data set the checkpoint records unless the command gives
-    data options, which then compose as in training (as also without a recorded DataModule)."""
+    data options, which then compose as in training (as also without a recorded DataModule).
+    Tiles (data=folder) are read in the checkpoint's class order, as the checkpoint's data set,
+    and a folder of class folders is the split evaluated (another clinic's tiles)."""
     recorded = (
         None if overridden("data") else recorded_datamodule(cfg.ckpt_path, test_split=cfg.split)
     )
-    return recorded or instantiate(cfg.data, test_split=cfg.split)
+    if recorded is not None:
+        return recorded
+    if cfg.data.get("layout") == "folder":
+        info = trained.info
+        return instantiate(
+            cfg.data,
+            test_split=cfg.split,
+            unsplit=cfg.data.unsplit if overridden("data.unsplit") else cfg.split,
+            flag=info.flag,
+            size=info.size,
+            task=info.task,
+            channels=info.channels,
+            class_names=list(info.class_names),
+            num_classes=info.num_classes,
+        )
+    return instantiate(cfg.data, test_split=cfg.split)
 
 
 def eval_tta(cfg: DictConfig, datamodule) -> dict[str, Any] | None:
@@ -53,7 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     trained = load_trained_model(cfg.ckpt_path)
     datamodule = with_checkpoint_normalisation(
-        eval_datamodule(cfg), trained, cfg.get("colour_match", "auto")
+        eval_datamodule(cfg, trained), trained, cfg.get("colour_match", "auto")
     )
     model = PathClassifier.for_inference(
         trained,

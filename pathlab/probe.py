@@ -253,13 +253,7 @@ def run_probe(cfg: DictConfig) -> dict[str, Any]:
         "probe": choice,
         "optimized_metric": choice["select"],
         "metrics": dict(choice["val"]),
-        "dataset": {
-            "flag": info.flag,
-            "size": info.size,
-            "task": info.task,
-            "classes": list(info.class_names),
-            "symmetry": info.symmetry,
-        },
+        "dataset": info.record(),
         "model": identity.get("model"),
         "checkpoint": identity.get("checkpoint"),
         "reproduce": {

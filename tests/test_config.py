@@ -49,14 +49,28 @@ def test_every_group_has_options():
     assert {"auto", "none", "flip", "rot4", "d4"} <= set(options("tta"))
 
 
+def tiles_folder(compose_cfg) -> Path:
+    from PIL import Image
+
+    root = Path(compose_cfg([]).paths.output_dir) / "tiles"
+    for k, name in enumerate(["ADI", "TUM"] * 10):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (28, 28), (20 * k, 100, 200 - 5 * k)).save(root / name / f"{k}.png")
+    return root
+
+
 @pytest.mark.parametrize(("group", "option"), all_options())
 def test_option_composes_and_instantiates(compose_cfg, group, option):
     named = ["model.name=resnet18"] if (group, option) == ("model", "timm") else []
+    if (group, option) == ("data", "folder"):  # one's own tiles: a folder of class folders
+        root = tiles_folder(compose_cfg)
+        named = [f"data.root={root}", f"data.cache_dir={root.parent / 'cache'}"]
     cfg = compose_cfg([f"{group}={option}", *named])
     assert cfg.seed == 42 and cfg.optimized_metric == "val/auc"
     data = instantiate(cfg.data)
     model = build_model(cfg, data.info)
-    assert model.net(torch.zeros(2, 3, 28, 28)).shape == (2, 9)
+    assert model.net(torch.zeros(2, 3, 28, 28)).shape == (2, data.info.num_classes)
+    assert data.info.num_classes == (2 if (group, option) == ("data", "folder") else 9)
     optimizer = model.optimizer_factory(model.parameters())
     if cfg.scheduler:
         scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=100)

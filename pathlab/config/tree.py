@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pathlab.config.moved import current_targets
 from pathlab.data.info import flag_default, info_field
+from pathlab.data.sources import folder_tiles
 from pathlab.evaluation.metrics import metric_mode
 from pathlab.runtime.hardware import default_precision, uses_gpu
 
@@ -101,6 +102,17 @@ def job_dirname(num: int, overrides: str, max_length: int = 80) -> str:
 
 OmegaConf.register_new_resolver("pathlab.job_dirname", job_dirname, replace=True)
 OmegaConf.register_new_resolver("pathlab.medmnist", info_field, replace=True)
+
+
+def tile_classes(root, test_root, manifest, class_names) -> int:
+    """`${pathlab.tile_classes:...}`: data=folder's class count, read from its folders or manifest
+    (the model's head is sized from it before any tile is decoded)."""
+    if class_names:
+        return len(class_names)
+    return len(folder_tiles(root, test_root, manifest).class_names)
+
+
+OmegaConf.register_new_resolver("pathlab.tile_classes", tile_classes, replace=True)
 # `${pathlab.flag_default:${data.flag},symmetry}`: the per-data-set defaults (pathlab/data/info.py)
 OmegaConf.register_new_resolver("pathlab.flag_default", flag_default, replace=True)
 # `${pathlab.precision:${.accelerator}}`: bf16-mixed where the hardware does bf16 natively

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,13 @@ from pathlab.data.colour_match import (
 from pathlab.data.folds import cv_spec, cv_summary, kfold_indices
 from pathlab.data.info import SPLITS, SYMMETRY_BY_FLAG, DatasetInfo, class_counts, default_augment
 from pathlab.data.npz import Split
-from pathlab.data.sources import Source, source_for
+from pathlab.data.sources import Source, folder_tiles, source_for
 from pathlab.runtime.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 LIMIT_MODES = ("first", "stratified")
+LAYOUTS = ("npz", "folder")  # a MedMNIST-layout npz file, or tiles in folders / a manifest
 
 
 class TensorBatches(Dataset):
@@ -180,6 +182,18 @@ class MedMNISTDataModule(L.LightningDataModule):
         seed: int = 0,
         cv: dict[str, Any] | None = None,
         source: Source | None = None,
+        layout: str = "npz",
+        test_root: str | None = None,
+        manifest: str | None = None,
+        unsplit: str = "train",
+        split_fractions: dict[str, float] | None = None,
+        split_seed: int = 0,
+        mpp: float | None = None,
+        resize_filter: str = "bicubic",
+        on_bad_image: str = "error",
+        allow_duplicates: bool = False,
+        decode_workers: int | None = None,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         # defaults per data set, as the command line has them (pathlab/data/info.py tables)
@@ -209,6 +223,33 @@ class MedMNISTDataModule(L.LightningDataModule):
             )
         if test_split not in SPLITS:
             raise ConfigError(f"split={test_split!r} is unknown; use one of {', '.join(SPLITS)}.")
+        if layout not in LAYOUTS:
+            raise ConfigError(
+                f"data.layout={layout!r} is unknown; use one of {', '.join(LAYOUTS)}."
+            )
+        folder = None
+        if layout == "folder" and source is None:
+            listing = {
+                "root": root,
+                "test_root": test_root,
+                "manifest": manifest,
+                "unsplit": unsplit,
+                "split_fractions": split_fractions,
+                "split_seed": split_seed,
+            }
+            # the class order is the folder's (or data.class_names): known before any decoding
+            class_names = list(folder_tiles(class_names=class_names, **listing).class_names)
+            num_classes = num_classes or len(class_names)
+            self.hparams["class_names"] = class_names  # a recorded module keeps this order
+            folder = {
+                **listing,
+                "cache_root": cache_dir or Path.home() / ".cache" / "pathlab" / "tiles",
+                "resize_filter": resize_filter,
+                "on_bad_image": on_bad_image,
+                "allow_duplicates": allow_duplicates,
+                "decode_workers": decode_workers,
+            }
+            folder.pop("root")
         self.info = DatasetInfo.create(
             flag,
             size,
@@ -217,6 +258,7 @@ class MedMNISTDataModule(L.LightningDataModule):
             channels=channels,
             class_names=list(class_names) if class_names else None,
             symmetry=symmetry,
+            mpp=mpp,
         )
         self.root = Path(root).expanduser() if root else None
         self.download = download
@@ -234,7 +276,9 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.test_colours: ColourTransport | None = None
         self.synthetic = dict(synthetic) if synthetic else None
         # where the splits come from (data/sources: the seam a folder or a manifest plugs into)
-        self.source: Source = source or source_for(self.root, self.info, download, self.synthetic)
+        self.source: Source = source or source_for(
+            self.root, self.info, download, self.synthetic, folder, mpp
+        )
         self.device_resident, self.num_workers = device_resident, num_workers
         self.test_split, self.seed = test_split, seed
         self.cv = cv_spec(cv)
@@ -288,12 +332,10 @@ class MedMNISTDataModule(L.LightningDataModule):
                 else Split(loaded[split].images[keep], loaded[split].labels[keep])
             )
             self.splits[split] = part
-        for split in ("train", "val"):
-            if len(self.splits[split]) == 0:
-                raise DataError(
-                    f"the {split} split of {path} has no images (data.{split}_limit="
-                    f"{self.limits[split]}); a run needs train and val images."
-                )
+        # (a Source written before the geometry seam has no input_mpp: no geometry, as before)
+        input_mpp = getattr(self.source, "input_mpp", lambda: None)()
+        if input_mpp is not None and input_mpp != self.info.mpp:
+            self.info = replace(self.info, mpp=round(input_mpp, 6))
         absent = [
             self.info.class_names[c]
             for c, n in enumerate(self.class_counts.tolist())
@@ -369,6 +411,11 @@ class MedMNISTDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         data = self.splits[split]
+        if split != self.test_split and len(data) == 0:
+            raise DataError(
+                f"the {split} split of {self.source.location} has no images (data.{split}_limit="
+                f"{self.limits[split]}); a run needs train and val images."
+            )
         device = self._device()
         on_gpu = device.type == "cuda"
         if on_gpu and self.device_resident and data.labels.device != device:

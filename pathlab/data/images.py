@@ -119,14 +119,37 @@ def _is_colour(rgb: np.ndarray) -> bool:
     return bool(spread > COLOUR_LEVELS)
 
 
-def decode_image(path: Path, size: int, channels: int, modality: str = "") -> Decoded:
+# Resampling filters a data set may state (data.resize_filter); PIL antialiases each of them
+# when it downsizes (its support widens with the scale).
+RESIZE_FILTERS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "bilinear": Image.Resampling.BILINEAR,
+    "box": Image.Resampling.BOX,
+}
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Transparent pixels over white (a slide's background), not over whatever colour they hold."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image
+
+
+def decode_image(
+    path: Path, size: int, channels: int, modality: str = "", resize_filter: str = "bicubic"
+) -> Decoded:
     """One file as (size, size, channels) uint8, with what was changed and what is doubtful.
     modality: how warnings name the model's data set (e.g. 'ChestMNIST')."""
     warnings = []
     with Image.open(path) as opened:
         opened.load()
         source_gray = opened.mode in GRAY_MODES
-        image, rescaled = to_8bit(opened)
+        image, rescaled = to_8bit(_flatten_alpha(opened))
         rgb = np.asarray(image.convert("RGB"))
         colour = not source_gray and _is_colour(rgb)
         model = modality or "its training images"
@@ -147,7 +170,7 @@ def decode_image(path: Path, size: int, channels: int, modality: str = "") -> De
         cropped = square.size != image.size
         resized = square.size != (size, size)
         if resized:
-            square = square.resize((size, size), Image.Resampling.BICUBIC)
+            square = square.resize((size, size), RESIZE_FILTERS[resize_filter])
         array = np.asarray(square, dtype=np.uint8)
     array = array[..., None] if channels == 1 else array
     return Decoded(array, cropped, resized, rescaled, warnings)

@@ -89,6 +89,7 @@ class DatasetInfo:
     license: str = ""
     symmetry: str = "none"  # which D4 views keep the label: d4 | flip | none
     description: str = field(default="", compare=False)
+    mpp: float | None = None  # microns per pixel of the model's input, where the data says it
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -128,6 +129,18 @@ class DatasetInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def record(self) -> dict[str, Any]:
+        """What a run's files say of the data set (metrics.json, probe.json): its identity and
+        geometry (mpp: microns per input pixel, None where not stated)."""
+        return {
+            "flag": self.flag,
+            "size": self.size,
+            "task": self.task,
+            "classes": list(self.class_names),
+            "symmetry": self.symmetry,
+            "mpp": self.mpp,
+        }
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetInfo:
         data = dict(data)
@@ -146,6 +159,7 @@ class DatasetInfo:
         channels: int | None = None,
         class_names: list[str] | None = None,
         symmetry: str = "none",
+        mpp: float | None = None,
     ) -> DatasetInfo:
         """From medmnist's INFO for a MedMNIST flag (given values must agree with it), else
         from the given task, class count and channels (a local file of another data set)."""
@@ -168,6 +182,7 @@ class DatasetInfo:
                 license=entry["license"],
                 symmetry=symmetry,
                 description=entry["description"],
+                mpp=mpp,
             )
             given = {"task": task, "num_classes": num_classes, "channels": channels}
             for key, value in given.items():
@@ -191,7 +206,10 @@ class DatasetInfo:
             raise DataError(
                 f"data.class_names has {len(names)} names but data.num_classes={num_classes}."
             )
-        return cls(flag, size, task, names, names, channels, None, "", symmetry)
+        # tiles named with NCT-CRC-HE-100K's codes get their long names (reports, legends)
+        long = tuple(medmnist_info("pathmnist")["label"][str(i)] for i in range(9))
+        long = long if names == PATHMNIST_SHORT else names
+        return cls(flag, size, task, names, long, channels, None, "", symmetry, mpp=mpp)
 
 
 # The per-data-set defaults, in one place for the Python classes and the config tree

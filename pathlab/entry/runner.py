@@ -25,10 +25,12 @@ def output_dir() -> Path | None:
 
 def overridden(group: str, overrides: Sequence[str] | None = None) -> bool:
     """Whether the command (Hydra's task overrides, or `overrides`) sets anything of a config
-    group: `data=synthetic`, `data.root=/d`, `+data.x=1` and `~data.y` all name `data`."""
+    group: `data=synthetic`, `data.root=/d`, `+data.x=1` and `~data.y` all name `data`; a
+    dotted name (`data.unsplit`) asks for that key."""
     if overrides is None:
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    return any(o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == group for o in overrides)
+    names = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    return any(name == group or name.startswith(group + ".") for name in names)
 
 
 # what each required setting (`???` in conf/) takes, for the line that asks for it

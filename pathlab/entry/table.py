@@ -52,6 +52,7 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
     EntryPoint("bench", "bench_task", "speed vs raw loop", hydra=False),
     EntryPoint("embed", "embed", "frozen features"),
     EntryPoint("probe", "run_probe", "head on features"),
+    EntryPoint("convert", "convert", "tiles <-> npz"),
 )
 
 

@@ -119,6 +119,7 @@ def sidecar(trained: TrainedModel, input_dtype: str, file: str) -> dict[str, Any
             "layout": "NCHW",
             "channels": info.channels,
             "size": info.size,
+            "mpp": info.mpp,  # microns per input pixel, where the data stated it (slide tiling)
             "dtype": input_dtype,
             "range": "0..255" if input_dtype == "uint8" else "0..1",
             "batch": "dynamic",

@@ -193,18 +193,15 @@ class RunRecord(L.Callback):
 
     def publish(self, trainer: L.Trainer, module, tested: str | None) -> None:
         datamodule = getattr(trainer, "datamodule", None)
-        info = module.info
+        info = getattr(datamodule, "info", None) or module.info  # the data's, with its geometry
         status = "diverged" if self.diverged else "completed"
+        write_skipped = getattr(getattr(datamodule, "source", None), "write_skipped", None)
+        if write_skipped is not None and trainer.is_global_zero:
+            write_skipped(self.run_dir)  # data.on_bad_image=skip: the tiles left out, and why
         summary = self._base(trainer, module, status)
         best_path = self.best_checkpoint(trainer)
         summary.update(
-            dataset={
-                "flag": info.flag,
-                "size": info.size,
-                "task": info.task,
-                "classes": list(info.class_names),
-                "symmetry": info.symmetry,
-            },
+            dataset=info.record(),
             model=describe(module.net),
             best_checkpoint=best_path or None,
             last_checkpoint=self.last_checkpoint(),

@@ -7,10 +7,19 @@ from pathlib import Path
 from pathlab.data.info import DatasetInfo
 from pathlab.data.npz import resplit_npz
 from pathlab.data.sources.base import NpzFile, Source, md5sum
+from pathlab.data.sources.folder import FolderSource, folder_tiles
 from pathlab.data.sources.medmnist import MedMNISTSource
 from pathlab.data.sources.synthetic import SyntheticSource
 
-__all__ = ["NpzFile", "Source", "md5sum", "resplit_npz", "source_for"]
+__all__ = [
+    "FolderSource",
+    "NpzFile",
+    "Source",
+    "folder_tiles",
+    "md5sum",
+    "resplit_npz",
+    "source_for",
+]
 
 
 def source_for(
@@ -18,9 +27,18 @@ def source_for(
     info: DatasetInfo,
     download: bool = True,
     synthetic: dict[str, int] | None = None,
+    folder: dict | None = None,
+    mpp: float | None = None,
 ) -> Source:
-    """The source the data options name: the synthetic look-alike (data=synthetic), else the
-    MedMNIST npz in data.root (downloaded where allowed; one's own flag read from the folder)."""
-    if synthetic:
-        return SyntheticSource(root, info, synthetic)
-    return MedMNISTSource(root, info, download)
+    """The source the data options name: tiles in folders or a manifest (data=folder: `folder`
+    holds its options), the synthetic look-alike (data=synthetic), else the MedMNIST npz in
+    data.root (downloaded where allowed; one's own flag read from the folder)."""
+    if folder is not None:
+        return FolderSource(info, root=root, mpp=mpp, **folder)
+    source = (
+        SyntheticSource(root, info, synthetic)
+        if synthetic
+        else MedMNISTSource(root, info, download)
+    )
+    source.mpp = mpp
+    return source

@@ -56,12 +56,16 @@ class Source(Protocol):
         """A group ID (patient, slide) per train+val image, in that order, where the source
         knows them: grouped CV keeps a group on one side."""
 
+    def input_mpp(self) -> float | None:
+        """Microns per pixel of the images as the model sees them (None: not stated)."""
+
 
 class NpzSource:
     """A source held in one MedMNIST-layout npz file (`path`, set by the subclass)."""
 
     info: DatasetInfo
     kind = "npz"
+    mpp: float | None = None  # data.mpp: the npz images' microns per pixel, where stated
 
     @property
     def path(self) -> Path:
@@ -84,6 +88,9 @@ class NpzSource:
 
     def groups(self) -> np.ndarray | None:
         return read_groups(self.path)  # a local file's train_groups/val_groups, if it has them
+
+    def input_mpp(self) -> float | None:
+        return self.mpp
 
 
 class NpzFile(NpzSource):
