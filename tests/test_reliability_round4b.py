@@ -7,8 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 
+from pathlab.config.tree import CONF_DIR, compose_config
+from pathlab.entry.assemble import build_model
 from tests.conftest import TINY_RUN
 
 
@@ -68,3 +73,42 @@ def test_a_copied_run_dir_without_its_best_checkpoint_says_so_in_one_line(
     assert summary["best_checkpoint"] == str(copy / "checkpoints" / "best.ckpt")
     assert (copy / "checkpoints" / "best.ckpt").is_file()
     assert str(original) not in (copy / "metrics.json").read_text()
+
+
+# each preset's network, as it trains it: (stem, width) of pathlab's resnet18
+PRESET_NETWORKS = {
+    "demo": ("imagenet", 32),
+    "fast_cpu": ("cifar", 32),
+    "fast_cpu_robust": ("cifar", 32),
+    "medmnist_v2": ("cifar", 64),
+    "pathmnist_28": ("cifar", 64),
+    "pathmnist_64": ("cifar", 64),
+}
+
+
+def _compose(overrides: list[str], tmp_path):
+    try:
+        return compose_config("train", overrides, tmp_path / "run")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_every_preset_is_listed():
+    assert set(PRESET_NETWORKS) == {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_NETWORKS))
+def test_a_preset_keeps_its_network_and_gives_way_to_another_model(preset, tmp_path, cache_dir):
+    cfg = _compose([f"experiment={preset}"], tmp_path)
+    assert cfg.model._target_ == "pathlab.models.resnet18"
+    assert (cfg.model.stem, cfg.model.width) == PRESET_NETWORKS[preset]
+    # anything after a preset overrides it, a model too: was refused for the preset's model.stem
+    cfg = _compose([f"experiment={preset}", "model=resnet50"], tmp_path)
+    assert cfg.model._target_ == "pathlab.models.timm_model" and cfg.model.name == "resnet50"
+    assert "stem" not in cfg.model and "width" not in cfg.model
+    model = build_model(cfg, instantiate(cfg.data).info)
+    size = cfg.data.size
+    assert model.net(torch.zeros(2, 3, size, size)).shape == (2, 9)
+    # and a model key after it, as before
+    cfg = _compose([f"experiment={preset}", "model.width=16"], tmp_path)
+    assert (cfg.model.stem, cfg.model.width) == (PRESET_NETWORKS[preset][0], 16)
