@@ -11,7 +11,6 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from pathlab.reporting.comparison import compare_runs
 from pathlab.config.tree import compose_config
 from pathlab.data import MedMNISTDataModule
 from pathlab.data.augment import Normalize, to_float_nchw
@@ -26,6 +25,7 @@ from pathlab.inference.embeddings import (
 )
 from pathlab.models import pooled_features
 from pathlab.probe import run_probe
+from pathlab.reporting.comparison import compare_runs
 from pathlab.runtime.errors import ConfigError, DataError
 from tests.conftest import TINY_RUN
 

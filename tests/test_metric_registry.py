@@ -68,7 +68,7 @@ def test_an_interval_needs_its_resampled_form():
 
 def test_a_registered_metric_reaches_every_output(tmp_path, cache_dir):
     from pathlab.probe import _score
-    from pathlab.summarize import write_summary
+    from pathlab.reporting.summary import write_run_summary
     from pathlab.tracking.tensorboard_hparams import result_metrics
 
     run = tmp_path / "run"
@@ -90,7 +90,7 @@ def test_a_registered_metric_reaches_every_output(tmp_path, cache_dir):
         assert "| error rate |" in (run / "report.md").read_text()
         # HPARAMS, the summary table, the paired comparison, the probe's selection
         assert "test/error_rate" in result_metrics()
-        write_summary([run], tmp_path / "s")
+        write_run_summary([run], tmp_path / "s")
         assert "test/error_rate" in (tmp_path / "s" / "summary.csv").read_text().splitlines()[0]
         shutil.copytree(run, tmp_path / "same")  # the same predictions under another name
         compared = api.compare([run, tmp_path / "same", "--out", tmp_path, "--bootstrap", "50"])

@@ -461,7 +461,7 @@ def test_a_missing_probability_column_is_named(tmp_path, capsys):
 
 
 def test_a_truncated_metrics_json_is_named_as_such(tmp_path):
-    from pathlab.summarize import load_run
+    from pathlab.evaluation.across_runs import load_run
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
