@@ -6,6 +6,7 @@ chosen head tested once on the test split. The results go through the one publis
 (pathlab.reporting.publish: metrics.json, report.md, predictions.csv, the MedMNIST result csv,
 figures), so a probe and a fine-tuned run of the same test split are compared by
 `python -m pathlab.compare` and tabled by `pathlab.summarize` like any other runs.
+The heads are pathlab.inference.frozen_heads', the record pathlab.inference.probe_record's.
 
 - linear: scikit-learn's LogisticRegression (L2, lbfgs) on standardised features, the
   protocol of MedMNIST+ and eva; multi-label sets: one-vs-rest, one logistic regression per
@@ -18,260 +19,37 @@ figures), so a probe and a fine-tuned run of the same test split are compared by
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from pathlab.config.tree import CONF_DIR
-from pathlab.data.info import DatasetInfo
 from pathlab.entry.runner import run_task
-from pathlab.evaluation.metrics import headline_metrics, headline_names, metric_mode
-from pathlab.evaluation.predictions import Predictions
-from pathlab.inference.embeddings import Embeddings, Stopwatch, load_embeddings
-from pathlab.reporting.publish import publish_run
-from pathlab.runtime.errors import ConfigError, DataError
-
-log = logging.getLogger("pathlab")
-
-HEADS = ("linear", "knn")
-# A small fit (train images x features below this) runs in one thread: there the OpenMP/BLAS
-# threads only wait for each other, and on a busy 2-core CPU that made the lbfgs fit of 700 x 256
-# features 60x slower (23 s against 0.4 s, measured); PathMNIST's 90k x 512 keeps its threads.
-SINGLE_THREAD_BELOW = 2_000_000
-
-
-def class_probabilities(probs: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:
-    """(N, num_classes) from scikit-learn's columns, which cover only the classes seen in
-    training (a class absent from the train split gets probability 0)."""
-    out = np.zeros((len(probs), num_classes), dtype=np.float64)
-    out[:, np.asarray(classes, dtype=int)] = probs
-    return out
-
-
-def label_probabilities(per_label: list[np.ndarray], classes: list[np.ndarray]) -> np.ndarray:
-    """(N, L) probability of each label being present, from per-label (N, 1 or 2) columns."""
-    cols = []
-    for probs, seen in zip(per_label, classes, strict=True):
-        seen = list(np.asarray(seen).astype(int))
-        cols.append(probs[:, seen.index(1)] if 1 in seen else np.zeros(len(probs)))
-    return np.stack(cols, axis=1)
-
-
-def fit_linear(x: np.ndarray, y: np.ndarray, C: float, max_iter: int, seed: int):
-    """Logistic regression (L2 strength 1/C) on standardised features; one-vs-rest for (N, L)
-    0/1 labels. Returns the fitted pipeline and whether lbfgs converged."""
-    logistic = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-    head = OneVsRestClassifier(logistic) if y.ndim == 2 else logistic
-    threads = 1 if x.size < SINGLE_THREAD_BELOW else None
-    with warnings.catch_warnings(record=True) as caught, threadpool_limits(threads):
-        warnings.simplefilter("always", ConvergenceWarning)
-        model = make_pipeline(StandardScaler(), head).fit(x, y)
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return model, converged
-
-
-def linear_probs(model, x: np.ndarray, info: DatasetInfo) -> np.ndarray:
-    probs = model.predict_proba(x)
-    if info.multi_label:
-        return probs  # OneVsRestClassifier: (N, L), each label's own probability
-    return class_probabilities(probs, model.classes_, info.num_classes)
-
-
-def fit_knn(x: np.ndarray, y: np.ndarray, k: int) -> KNeighborsClassifier:
-    """Cosine-distance neighbours, votes weighted by 1/distance (see the module's docstring)."""
-    return KNeighborsClassifier(
-        n_neighbors=k, metric="cosine", algorithm="brute", weights="distance"
-    ).fit(x, y)
-
-
-def knn_probs(model: KNeighborsClassifier, x: np.ndarray, info: DatasetInfo) -> np.ndarray:
-    probs = model.predict_proba(x)
-    if info.multi_label:  # a list of (N, 1 or 2) arrays, one per label
-        return label_probabilities(probs, model.classes_)
-    return class_probabilities(probs, model.classes_, info.num_classes)
-
-
-def _score(metrics: dict[str, float], select: str) -> tuple[float, float]:
-    """The selection key: the chosen val metric (best high, whatever its direction), ties broken
-    by AUC, or by ACC when AUC is chosen (NaN ranks last)."""
-    other = "acc" if select == "auc" else "auc"
-
-    def finite(name: str) -> float:
-        v = metrics[name] if metric_mode(name) == "max" else -metrics[name]
-        return v if np.isfinite(v) else -np.inf
-
-    return finite(select), finite(other)
-
-
-def check_grid(head: str, grid: list, n_train: int) -> list:
-    if head not in HEADS:
-        raise ConfigError(f"head={head!r} is unknown; use one of {', '.join(HEADS)}.")
-    name = "linear.C" if head == "linear" else "knn.k"
-    values = list(grid or [])
-    if head == "linear":
-        bad = [c for c in values if not isinstance(c, int | float) or not c > 0]
-        hint = "positive numbers, e.g. [0.01,0.1,1]"
-    else:
-        bad = [k for k in values if not isinstance(k, int) or isinstance(k, bool) or k < 1]
-        hint = "positive integers, e.g. [1,5,11]"
-    if not values or bad:
-        raise ConfigError(f"{name}={values} must be a non-empty list of {hint}.")
-    if head == "knn":
-        fitting = [k for k in values if k <= n_train]
-        if not fitting:
-            raise ConfigError(
-                f"{name}={values}: every k exceeds the {n_train} training images; use smaller k."
-            )
-        values = fitting
-    return values
-
-
-def probe(
-    embeddings: Embeddings,
-    head: str = "linear",
-    grid: list | None = None,
-    select: str = "auc",
-    max_iter: int = 2000,
-    seed: int = 0,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Fit the head on train for each grid value, pick the value on val (`select`, ties by the
-    other metric, then the first in grid order), predict test. Returns the test probabilities
-    and the record of the choice (every candidate's val metrics)."""
-    if select not in headline_names():
-        raise ConfigError(
-            f"select={select!r} is unknown; use one of {', '.join(headline_names())}."
-        )
-    info = embeddings.info
-    x, y = embeddings.features, embeddings.labels
-    grid = check_grid(
-        head, grid or ([0.01, 0.1, 1.0] if head == "linear" else [5]), len(y["train"])
-    )
-    candidates, best, best_key = [], None, None
-    for value in grid:
-        if head == "linear":
-            model, converged = fit_linear(x["train"], y["train"], float(value), max_iter, seed)
-            val_probs = linear_probs(model, x["val"], info)
-        else:
-            model, converged = fit_knn(x["train"], y["train"], int(value)), True
-            val_probs = knn_probs(model, x["val"], info)
-        metrics = headline_metrics(y["val"], val_probs)
-        key = _score(metrics, select)
-        candidates.append(
-            {
-                "C" if head == "linear" else "k": value,
-                **{f"val/{k}": v for k, v in metrics.items()},
-                **({} if converged else {"converged": False}),
-            }
-        )
-        log.info(
-            "%s %s=%s: %s",
-            head,
-            "C" if head == "linear" else "k",
-            value,
-            " ".join(f"val/{k} {v:.4f}" for k, v in metrics.items()),
-        )
-        if best_key is None or key > best_key:
-            best, best_key = (value, model, metrics), key
-    value, model, val_metrics = best
-    if len(y["test"]) == 0:
-        raise DataError("the embeddings have no test features; embed a data set with a test split.")
-    test_probs = (linear_probs if head == "linear" else knn_probs)(model, x["test"], info)
-    param = "C" if head == "linear" else "k"
-    choice = {
-        "head": head,
-        param: value,
-        "select": f"val/{select}",
-        "val": {f"val/{k}": v for k, v in val_metrics.items()},
-        "candidates": candidates,
-    }
-    return test_probs, choice
-
-
-def _model_name(identity: dict[str, Any]) -> str:
-    model = identity.get("model") or {}
-    spec = model.get("spec") or {}
-    target = str(spec.get("_target_") or "").rsplit(".", 1)[-1]
-    named = spec.get("name") if target == "timm_model" else target  # model=timm: its name
-    return str(model.get("preset") or named or model.get("architecture") or "model")
+from pathlab.inference.embeddings import Stopwatch, load_embeddings
+from pathlab.inference.frozen_heads import fit_probe
+from pathlab.inference.probe_record import publish_probe
 
 
 def run_probe(cfg: DictConfig) -> dict[str, Any]:
-    run_dir = Path(cfg.paths.output_dir)
     clock = Stopwatch()
     embeddings = load_embeddings(cfg.embeddings)
     head = str(cfg.head)
     grid = cfg.linear.C if head == "linear" else cfg.knn.k
     grid = list(grid) if grid is not None else None
-    test_probs, choice = probe(
+    test_probs, choice = fit_probe(
         embeddings, head, grid, str(cfg.select), int(cfg.linear.max_iter), int(cfg.seed)
     )
-    identity, info = embeddings.identity, embeddings.info
-    predictions = Predictions(info, "test", embeddings.labels["test"], test_probs)
-    name = _model_name(identity)
-    # whose weights the frozen backbone has: a trained run's checkpoint, a weights file, or none
-    weights = (
-        f"trained: {identity['checkpoint']}"
-        if identity.get("checkpoint")
-        else identity.get("pretrained") or "random initialisation (no pretrained weights)"
-    )
-    param = "C" if head == "linear" else "k"
-    head_text = "linear probe" if head == "linear" else "kNN probe"
-    protocol = {
-        "title": f"{head_text} ({param}={choice[param]}) on {name} features",
-        "model": f"{name}, frozen; {head_text} on its {embeddings.dim} pre-logit features",
-        "weights": weights,
-        "data": info.flag,
-        "size": info.size,
-        "split_sizes": " / ".join(str(len(embeddings.labels[s])) for s in ("train", "val", "test")),
-        "head": (
-            "logistic regression on standardised features"
-            + (", one-vs-rest per label" if info.multi_label else "")
-            if head == "linear"
-            else "k nearest neighbours, cosine distance, 1/distance-weighted votes"
-        ),
-        "selection": f"{param} from {[c[param] for c in choice['candidates']]} on {choice['select']}",
-        "colour_match": (identity.get("colour_match") or {}).get("mode", "none"),
-        "seed": cfg.seed,
-    }
-    summary = {
-        "status": "completed",
-        "task": "probe",
-        "run_dir": str(run_dir),
-        "embeddings": str(Path(cfg.embeddings).resolve()),
-        "probe": choice,
-        "optimized_metric": choice["select"],
-        "metrics": dict(choice["val"]),
-        "dataset": info.record(),
-        "model": identity.get("model"),
-        "checkpoint": identity.get("checkpoint"),
-        "reproduce": {
-            "data_file": identity.get("data_file"),
-            "data_md5": identity.get("data_md5"),
-        },
-        "seed": cfg.seed,
-        "wall_time_s": clock(),
-    }
-    return publish_run(
-        run_dir,
-        summary,
-        predictions,
-        details={"features": str(cfg.embeddings), param: choice[param]},
-        title=f"probe: {protocol['title']}",
+    return publish_probe(
+        Path(cfg.paths.output_dir),
+        cfg.embeddings,
+        embeddings,
+        test_probs,
+        choice,
+        seed=cfg.seed,
         bootstrap=int(cfg.bootstrap),
-        bootstrap_seed=int(cfg.seed),
-        protocol=protocol,
+        clock=clock,
     )
 
 

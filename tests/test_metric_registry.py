@@ -67,7 +67,7 @@ def test_an_interval_needs_its_resampled_form():
 
 
 def test_a_registered_metric_reaches_every_output(tmp_path, cache_dir):
-    from pathlab.probe import _score
+    from pathlab.inference.frozen_heads import selection_key
     from pathlab.reporting.summary import write_run_summary
     from pathlab.tracking.tensorboard_hparams import result_metrics
 
@@ -97,4 +97,4 @@ def test_a_registered_metric_reaches_every_output(tmp_path, cache_dir):
         assert compared["delta_error_rate"] == 0.0
         assert "| error rate |" in (tmp_path / "compare.md").read_text()
         lower, higher = {"error_rate": 0.1, "auc": 0.5}, {"error_rate": 0.3, "auc": 0.5}
-        assert _score(lower, "error_rate") > _score(higher, "error_rate")
+        assert selection_key(lower, "error_rate") > selection_key(higher, "error_rate")
