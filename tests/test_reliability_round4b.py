@@ -112,3 +112,29 @@ def test_a_preset_keeps_its_network_and_gives_way_to_another_model(preset, tmp_p
     # and a model key after it, as before
     cfg = _compose([f"experiment={preset}", "model.width=16"], tmp_path)
     assert (cfg.model.stem, cfg.model.width) == (PRESET_NETWORKS[preset][0], 16)
+
+
+def test_grayscale_weights_leave_rgb_data_its_own_normalisation(tmp_path, cache_dir, caplog):
+    from pathlab import api
+    from pathlab.runtime.checkpoint_files import datamodule_state, read_checkpoint
+
+    tiny = [*TINY_RUN, "trainer.max_epochs=1", "test=false"]
+    gray = tmp_path / "gray"
+    api.train([*tiny, "data.flag=organamnist"], output_dir=gray)
+    weights = gray / "checkpoints" / "last.ckpt"
+    assert len(datamodule_state(read_checkpoint(weights))["mean"]) == 1
+    scratch, rgb = tmp_path / "scratch", tmp_path / "rgb"
+    api.train(tiny, output_dir=scratch)
+    with caplog.at_level("WARNING", logger="pathlab"):
+        api.train(
+            [*tiny, f"model.pretrained={weights}", "model.pretrained_strict=false"],
+            output_dir=rgb,
+        )
+    own = datamodule_state(read_checkpoint(scratch / "checkpoints" / "last.ckpt"))
+    kept = datamodule_state(read_checkpoint(rgb / "checkpoints" / "last.ckpt"))
+    assert len(kept["mean"]) == len(kept["std"]) == 3
+    assert (kept["mean"], kept["std"]) == (own["mean"], own["std"])  # the data's own statistics
+    said = [r.getMessage() for r in caplog.records if "channel" in r.getMessage()]
+    said = [m for m in said if "normalisation" in m]
+    assert len(said) == 1 and "\n" not in said[0], said
+    assert "1 channel" in said[0] and "3" in said[0] and str(weights) in said[0]

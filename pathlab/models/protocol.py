@@ -7,12 +7,15 @@ outside `pathlab.models` needs to know that a network is a ResNet or a ViT.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 
 from pathlab.runtime.errors import ConfigError
+
+log = logging.getLogger("pathlab")
 
 FINETUNE = ("full", "linear_probe", "partial")
 STEM_ENTRIES = ("act1", "bn1", "features.norm0")
@@ -189,7 +192,9 @@ def pretrained_normalisation(
     net: nn.Module, channels: int
 ) -> tuple[list[float], list[float]] | None:
     """The input mean/std of the model's pretrained weights (None when trained from scratch);
-    for a grayscale set on RGB weights, the mean over the three channels."""
+    for a grayscale set on RGB weights, the mean over the three channels. None, said once in one
+    line, where they have another channel count than the data (a grayscale run's checkpoint
+    loaded into an RGB model): the data keeps its own normalisation."""
     if not getattr(net, "pathlab_pretrained", None):
         return None
     cfg = getattr(net, "pretrained_cfg", None) or {}
@@ -199,6 +204,18 @@ def pretrained_normalisation(
     mean, std = [float(m) for m in mean], [float(s) for s in std]
     if channels == 1 and len(mean) == 3:
         mean, std = [sum(mean) / 3], [sum(std) / 3]
+    if len(mean) != channels or len(std) != channels:
+        if not getattr(net, "_pathlab_norm_said", False):  # setup runs once per stage
+            object.__setattr__(net, "_pathlab_norm_said", True)
+            log.warning(
+                "model.pretrained=%s brings a normalisation of %d channel(s) (mean %s) and the "
+                "data has %d channel(s): the data keeps its own normalisation (data.normalize).",
+                net.pathlab_pretrained,
+                len(mean),
+                [round(m, 4) for m in mean],
+                channels,
+            )
+        return None
     return mean, std
 
 
