@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pathlab import api
-from pathlab.gradcam import choose_layer, grad_cam_maps, pick_examples
+from pathlab.inference.gradcam_maps import choose_layer, grad_cam_maps, pick_examples
 from pathlab.models import resnet18
 from pathlab.runtime.errors import ConfigError
 from tests.conftest import TINY_RUN

@@ -14,9 +14,9 @@ from pathlab import MedMNISTDataModule, PathClassifier
 from pathlab.config.tree import CONF_DIR
 from pathlab.data.info import DatasetInfo
 from pathlab.data.synthetic import write_synthetic_npz
-from pathlab.gradcam import choose_layer, grad_cam_maps
 from pathlab.inference.checkpoint import load_trained_model
 from pathlab.inference.deploy import export, run_exported
+from pathlab.inference.gradcam_maps import choose_layer, grad_cam_maps
 from pathlab.runtime.errors import ConfigError
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "timm")
