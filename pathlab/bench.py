@@ -372,6 +372,128 @@ print(json.dumps({{"arrays_mb": arrays, "model_mb": model_mb, "baseline_rss_mb":
     return out
 
 
+# --- own tiles (--tiles N): decoding, the memory-mapped cache against an in-memory npz --------
+TILE_TARGET = 0.95  # training from the cache >= 0.95x the in-memory npz at 28 px (issue 30)
+_TILE_MEMORY = """
+import json, torch
+from hydra.utils import instantiate
+from pathlab.config.tree import compose_config
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+cfg = compose_config("train", {overrides!r}, {run!r})
+dm = instantiate(cfg.data)
+dm.prepare_data()
+dm.setup()
+for batch in dm.train_dataloader():  # one epoch: every tile read through the memory map
+    dm.transform_batch(batch, train=True)
+print(json.dumps({{"peak_rss_mb": status("VmHWM"), "anon_mb": status("RssAnon"),
+                  "file_mb": status("RssFile"), "tiles": len(dm.splits["train"]),
+                  "cache_mb": dm.splits["train"].images.numel() / 2**20}}))
+"""
+
+
+def _tile_folder(n_tiles: int, workdir: Path) -> tuple[Path, int]:
+    """Synthetic PathMNIST look-alike tiles at 224 px (28-px drawings enlarged 8x, bicubic) as
+    TIFF files in class folders: the layout and file format of NCT-CRC-HE-100K."""
+    from pathlab.data import DatasetInfo, write_synthetic_npz
+    from pathlab.data.conversion import npz_to_folder
+
+    info = DatasetInfo.create("pathmnist", 28)
+    npz = workdir / "draw" / "pathmnist.npz"
+    write_synthetic_npz(npz, n_train=n_tiles, n_val=0, n_test=0, seed=0, info=info)
+    npz_to_folder(npz, workdir / "tiles", info, splits=("train",), upscale=8, suffix=".tif")
+    return workdir / "tiles" / "train", n_tiles
+
+
+def _decode_rates(folder: Path, workdir: Path, sample: int) -> dict[str, Any]:
+    """Tiles/s: a one-process PIL loop (predict's decode, one file after another) over `sample`
+    files, against the cache build with a process per core over every file."""
+    from pathlab.data.images import decode_image
+    from pathlab.data.sources import build_cache, decode_workers, folder_tiles
+
+    tiles = folder_tiles(folder, split_fractions={"val": 0.1, "test": 0.1})
+    start = time.perf_counter()
+    for path in tiles.paths[:sample]:
+        decode_image(path, 28, 3)
+    one = min(sample, len(tiles.paths)) / (time.perf_counter() - start)
+    workers = decode_workers(None, len(tiles.paths))
+    start = time.perf_counter()
+    build_cache(tiles, workdir / "decode-cache", 28, 3, workers=workers)
+    parallel = len(tiles.paths) / (time.perf_counter() - start)
+    return {
+        "one_process_pil": one,
+        "cache_build": parallel,
+        "processes": workers,
+        "speedup": parallel / one,
+    }
+
+
+def tile_bench(n_tiles: int, workdir: Path, steps: int, warmup: int, repeats: int) -> dict:
+    """Decode throughput, training images/s from the cache against the same tiles as an
+    in-memory npz (28 and 224 px), and the peak memory of an epoch at 224 px."""
+    from pathlab.data.conversion import tiles_to_npz
+
+    folder, n = _tile_folder(n_tiles, workdir)
+    cache = workdir / "cache"
+    report: dict[str, Any] = {"tiles": n, "decode": _decode_rates(folder, workdir, min(n, 2000))}
+    for size, model, batch in ((28, [], 128), (224, ["model.stem=imagenet"], 32)):
+        common = [*model, f"data.batch_size={batch}"]
+        folder_args = ["data=folder", f"data.root={folder}", f"data.size={size}",
+                       f"data.cache_dir={cache}", *common]  # fmt: skip
+        npz = workdir / f"npz{size}" / ("tiles.npz" if size == 28 else f"tiles_{size}.npz")
+        tiles_to_npz(npz, size, cache, root=folder)
+        npz_args = [f"data.root={npz.parent}", "data.flag=tiles", "data.download=false",
+                    "data.task=multi-class", "data.num_classes=9", "data.channels=3",
+                    f"data.size={size}", "data.symmetry=d4", *common]  # fmt: skip
+        benches = {
+            "cache": Bench(folder_args, steps, warmup, workdir / f"c{size}"),
+            "npz": Bench(npz_args, steps, warmup, workdir / f"n{size}"),
+        }
+        measures = {name: bench.pathlab for name, bench in benches.items()}
+        for measure in measures.values():
+            measure()  # warm-up: oneDNN primitives, page cache
+        results = interleaved(measures, repeats)
+        report[f"train_{size}px"] = {
+            **{k: v["images_per_s"] for k, v in results.items()},
+            "runs": {k: v["runs"] for k, v in results.items()},
+            "cache_vs_npz": results["cache"]["images_per_s"] / results["npz"]["images_per_s"],
+            "batch": batch,
+        }
+        if size == 224:
+            script = _TILE_MEMORY.format(overrides=folder_args, run=str(workdir / "mem"))
+            done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"tile memory check failed: {done.stderr[-2000:]}")
+            report["memory_224px"] = json.loads(done.stdout.strip().splitlines()[-1])
+    report["target_cache_vs_npz_28px"] = TILE_TARGET
+    return report
+
+
+def print_tile_table(report: dict[str, Any]) -> None:
+    console = wide_console()
+    d = report["decode"]
+    console.print(
+        f"decoding {report['tiles']} 224-px TIFF tiles to 28 px: one-process PIL loop "
+        f"{d['one_process_pil']:.0f} tiles/s, cache build with {d['processes']} processes "
+        f"{d['cache_build']:.0f} tiles/s ({d['speedup']:.2f}x)"
+    )
+    for size in (28, 224):
+        t = report[f"train_{size}px"]
+        met = " (target >= 0.95x)" if size == 28 else ""
+        console.print(
+            f"training at {size} px (batch {t['batch']}): memory-mapped cache {t['cache']:.1f} "
+            f"img/s, in-memory npz {t['npz']:.1f} img/s: {t['cache_vs_npz']:.3f}x{met}"
+        )
+    m = report["memory_224px"]
+    console.print(
+        f"one epoch over {m['tiles']} tiles at 224 px ({m['cache_mb']:.0f} MB cache): peak RSS "
+        f"{m['peak_rss_mb']:.0f} MB, of which file-backed (the memory map, reclaimable) "
+        f"{m['file_mb']:.0f} MB and anonymous {m['anon_mb']:.0f} MB at the end"
+    )
+
+
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     rate = {k: v["images_per_s"] for k, v in results.items()}
 
@@ -439,6 +561,13 @@ def build_parser() -> OverviewParser:
     parser.add_argument(
         "--smoke", action="store_true", help="a few steps of a tiny model (the test suite's check)"
     )
+    parser.add_argument(
+        "--tiles",
+        type=int,
+        metavar="N",
+        help="own tiles instead: N synthetic 224-px tiles in class folders; decode throughput, "
+        "training from the memory-mapped cache against an in-memory npz (28 and 224 px), memory",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     return parser
 
@@ -450,6 +579,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench_task(args: argparse.Namespace) -> dict[str, Any]:
     """`python -m pathlab.bench`: the measurements, printed and (--out) written as JSON."""
+    if args.tiles:
+        with tempfile.TemporaryDirectory(prefix="pathlab-bench-tiles-") as tmp:
+            report = {"machine": machine_info(), **tile_bench(
+                args.tiles, Path(tmp), args.steps, args.warmup, args.repeats
+            )}  # fmt: skip
+        print_tile_table(report)
+        if args.out:
+            atomic_write_json(args.out, report)
+            print(f"results written to {args.out}")
+        return report
     overrides = list(args.overrides)
     if not any(o.startswith("data=") or o.startswith("data.root=") for o in overrides):
         overrides.insert(0, "data=synthetic")

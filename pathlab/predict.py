@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from rich.progress import Progress
 
 from pathlab.config.tree import CONF_DIR
-from pathlab.data.images import DecodedImages, find_images, read_image_files
+from pathlab.data.images import IMAGE_SUFFIXES, DecodedImages, find_images, read_image_files
 from pathlab.data.sources import NpzFile
 from pathlab.entry.runner import run_task
 from pathlab.evaluation.metrics import predicted
@@ -48,9 +48,13 @@ def read_input(path: Path, trained: TrainedModel, split: str) -> DecodedImages:
     files = find_images(path)
     if not files:
         raise DataError(
-            f"input={path} holds no image (looked for .png .jpg .jpeg .tif .tiff .bmp, recursively)."
+            f"input={path} holds no image (looked for {' '.join(IMAGE_SUFFIXES)}, recursively)."
         )
-    return read_image_files(files, info.size, info.channels, root=path, modality=info.title)
+    # the filter the run's tiles were resized with (data=folder's data.resize_filter)
+    resize_filter = (trained.config.get("data") or {}).get("resize_filter") or "bicubic"
+    return read_image_files(
+        files, info.size, info.channels, path, info.title, resize_filter=resize_filter
+    )
 
 
 def report_changes(decoded: DecodedImages, size: int) -> None:

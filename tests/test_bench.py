@@ -139,3 +139,25 @@ def test_channels_last_is_kept_only_where_onednn_trains_it_right(caplog):
     last = grads(net, torch.channels_last, torch.float32)
     assert PathClassifier(info, net=net, tta="none").channels_last
     assert (last - exact).norm() / exact.norm() < 1e-2
+
+
+def test_tile_bench_measures_decoding_the_cache_and_memory(tmp_path, cache_dir):
+    from pathlab import api
+
+    out = tmp_path / "tiles.json"
+    report = api.bench(
+        ["--tiles", "300", "--steps", "1", "--warmup", "1", "--repeats", "1", "--out", str(out)]
+    )
+    assert json.loads(out.read_text())["tiles"] == 300 == report["tiles"]
+    decode = report["decode"]
+    assert decode["one_process_pil"] > 0 and decode["cache_build"] > 0 and decode["processes"] >= 1
+    for size in (28, 224):
+        row = report[f"train_{size}px"]
+        assert row["cache"] > 0 and row["npz"] > 0
+        assert row["cache_vs_npz"] == pytest.approx(row["cache"] / row["npz"])
+    memory = report["memory_224px"]
+    # 240 train tiles of 224 x 224 x 3 bytes in the cache; the epoch read them all
+    assert memory["tiles"] == 240 and memory["cache_mb"] == pytest.approx(
+        240 * 224 * 224 * 3 / 2**20
+    )
+    assert memory["peak_rss_mb"] >= memory["anon_mb"] > 0

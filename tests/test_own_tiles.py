@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,7 +72,9 @@ def test_one_checkpoint_on_the_npz_and_on_its_folder_gives_identical_numbers(
          f"data.class_names=[{','.join(INFO.class_names)}]"],
         tmp_path / "npz",
     )  # fmt: skip
-    on_folder = api.evaluate([*common, "data=folder", f"data.root={base / 'folder'}"], tmp_path / "f")
+    on_folder = api.evaluate(
+        [*common, "data=folder", f"data.root={base / 'folder'}"], tmp_path / "f"
+    )
     for key in ("test/acc", "test/auc", "test/f1_macro"):
         assert on_folder["metrics"][key] == on_npz["metrics"][key], key
     assert on_folder["ci95"] == on_npz["ci95"]

@@ -73,10 +73,17 @@ def _listing_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def npz_to_folder(
-    npz: str | Path, output: str | Path, info: DatasetInfo, splits: tuple[str, ...] = SPLITS
+    npz: str | Path,
+    output: str | Path,
+    info: DatasetInfo,
+    splits: tuple[str, ...] = SPLITS,
+    upscale: int = 1,
+    suffix: str = ".png",
 ) -> dict[str, int]:
-    """Write an npz's splits as PNG tiles `output/<split>/<class>/<split>_<index>.png`, so that
-    the folder source reads them back in the npz's order (it orders a split by file name)."""
+    """Write an npz's splits as tiles `output/<split>/<class>/<split>_<index><suffix>`, so that
+    the folder source reads them back in the npz's order (it orders a split by file name).
+    upscale: enlarge each image (bicubic), e.g. 8 for 224-px tiles of 28-px images (benchmarks,
+    slides); suffix: .png (lossless) or .tif."""
     output = Path(output).expanduser()
     if output.exists() and any(output.iterdir()):
         raise DataError(f"output={output} is not empty; give a new folder.")
@@ -89,8 +96,12 @@ def npz_to_folder(
         width = max(6, len(str(len(images))))
         for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             pixels = image[..., 0] if info.channels == 1 else image
-            target = output / split / info.class_names[label] / f"{split}_{i:0{width}d}.png"
+            target = output / split / info.class_names[label] / f"{split}_{i:0{width}d}{suffix}"
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(target)
+            tile = Image.fromarray(pixels)
+            if upscale > 1:
+                side = info.size * upscale
+                tile = tile.resize((side, side), Image.Resampling.BICUBIC)
+            tile.save(target)
         written[split] = len(images)
     return written

@@ -23,6 +23,15 @@ from pathlab.data.folds import cv_spec, cv_summary, kfold_indices
 from pathlab.data.info import SPLITS, SYMMETRY_BY_FLAG, DatasetInfo, class_counts, default_augment
 from pathlab.data.npz import Split
 from pathlab.data.sources import Source, folder_tiles, source_for
+from pathlab.data.stain_norm import (
+    Preprocess,
+    StainNormalizer,
+    check_stain_norm,
+    fit_stain_normalizer,
+    read_stain_target,
+    sample_tiles,
+    stain_normalizer,
+)
 from pathlab.runtime.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,12 @@ class TensorBatches(Dataset):
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices, device=self.labels.device)
         return self.images[index], self.labels[index], index
+
+
+def _fits_on(device: torch.device, nbytes: int) -> bool:
+    """Whether a uint8 split of `nbytes` takes under half of the GPU's free memory."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < free / 2
 
 
 def _keep_batch(batch):
@@ -144,6 +159,9 @@ class MedMNISTDataModule(L.LightningDataModule):
     colour_match: "set" maps the test split's colours onto the training colours before testing
     (pathlab.data.colour_match; fitted by `fit_test_colours`), "none" leaves them.
     test_split: what the test loader serves (eval on "val" uses it).
+    stain_norm: none | macenko | reinhard (pathlab.data.stain_norm), fitted to stain_target (None:
+    a seeded sample of TARGET_TILES train tiles; else an image or npz file) when the data is set
+    up and saved with the checkpoint; every batch (train, val, test) goes through it first.
     seed: the training order of epoch e is a permutation drawn from (seed, e) alone.
     cv: {folds: K, fold: i, seed: s} re-partitions train+val into K stratified folds (fold i
     validates; pathlab.data.folds; grouped by the npz's train_groups/val_groups when it has
@@ -194,6 +212,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         allow_duplicates: bool = False,
         decode_workers: int | None = None,
         cache_dir: str | None = None,
+        stain_norm: str = "none",
+        stain_target: str | None = None,
     ):
         super().__init__()
         # defaults per data set, as the command line has them (pathlab/data/info.py tables)
@@ -272,6 +292,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.normalize_requested = normalize
         Normalize([0.0], [1.0], normalize)  # an unknown mode is refused here, before any data
         self.colour_match = check_colour_match(colour_match)
+        self.stain_norm, self.stain_target = check_stain_norm(stain_norm), stain_target
+        self.stain: StainNormalizer | None = None  # fitted in setup, or from a checkpoint
         self.colour_reference: ColourReference | None = None
         self.test_colours: ColourTransport | None = None
         self.synthetic = dict(synthetic) if synthetic else None
@@ -320,6 +342,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         if self.normalize_mode == "auto":
             self.normalize_mode = "dataset"
         self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
+        if self.stain_norm != "none" and self.stain is None:
+            self.stain = self._fit_stain(loaded["train"].images)
         if self.cv:
             loaded = self._cv_splits(loaded)
         for split in SPLITS:
@@ -357,6 +381,22 @@ class MedMNISTDataModule(L.LightningDataModule):
             [round(m, 3) for m in self.mean],
             [round(s, 3) for s in self.std],
         )
+
+    def _fit_stain(self, train_images: torch.Tensor) -> StainNormalizer:
+        """data.stain_norm's normaliser, fitted to data.stain_target (default: the train split)."""
+        if self.stain_target:
+            tiles, target = read_stain_target(self.stain_target), str(self.stain_target)
+        else:
+            tiles = sample_tiles(train_images.cpu(), seed=self.seed)
+            target = f"{len(tiles)} train tiles (seed {self.seed}) of {self.source.location}"
+        stain = fit_stain_normalizer(self.stain_norm, tiles, target)
+        log.info("stain normalisation %s fitted to %s", self.stain_norm, target)
+        return stain
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """Float [0, 1] batches -> stain-normalised (data.stain_norm) -> normalised."""
+        return Preprocess(self.normalize, self.stain)
 
     def _cv_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
         """cv.folds=K cv.fold=i: train+val joined and re-partitioned (test untouched)."""
@@ -419,8 +459,14 @@ class MedMNISTDataModule(L.LightningDataModule):
         device = self._device()
         on_gpu = device.type == "cuda"
         if on_gpu and self.device_resident and data.labels.device != device:
-            data = Split(data.images.to(device), data.labels.to(device))
-            self.splits[split] = data
+            if _fits_on(device, data.images.numel()):
+                data = Split(data.images.to(device), data.labels.to(device))
+                self.splits[split] = data
+            else:  # a big tile cache stays in host memory; batches are copied over as they go
+                log.info(
+                    "the %s split (%.1f GB) stays in host memory: it would take over half of "
+                    "the GPU's free memory", split, data.images.numel() / 2**30,
+                )  # fmt: skip
         batch_size = self.batch_size if shuffle else self.eval_batch_size
         return DataLoader(
             TensorBatches(data),
@@ -464,7 +510,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.test_colours = fit_colour_transport(
             self.splits[self.test_split].images,
             self.colour_reference,
-            lambda x: probs_of(self.normalize(x)),
+            lambda x: probs_of(self.preprocess(x)),
             self.eval_batch_size,
             self._device(),
         )
@@ -501,6 +547,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         x = to_float_nchw(images)
         if testing and self.test_colours is not None:
             x = self.test_colours(x)
+        if self.stain is not None:  # before augmentation: augment around the target's stains
+            x = self.stain(x)
         if train and self.augment is not None:
             x = self.augment(x, self._augment_generator(x.device))
         if train and self.mixing is not None:
@@ -524,6 +572,7 @@ class MedMNISTDataModule(L.LightningDataModule):
             "normalize": self.normalize_mode,
             "colour_match": self.colour_match,
             "colour_reference": self.colour_reference.to_dict() if self.colour_reference else None,
+            "stain": self.stain.state() if self.stain is not None else None,
             "info": self.info.to_dict(),
         }
 
@@ -536,6 +585,9 @@ class MedMNISTDataModule(L.LightningDataModule):
             self.colour_reference = ColourReference.from_dict(state_dict["colour_reference"])
         if state_dict.get("colour_match"):
             self.colour_match = check_colour_match(state_dict["colour_match"])
+        if "stain" in state_dict:  # the run's fitted stain normalisation (None: none)
+            self.stain = stain_normalizer(state_dict["stain"])
+            self.stain_norm = self.stain.method if self.stain is not None else "none"
 
 
 PathMNISTDataModule = MedMNISTDataModule  # the name of pathlab 0.1; PathMNIST is the default flag

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")  # any letter case
 # an image whose short side is below this share of the model's input is "far smaller"
 TOO_SMALL = 0.5
 # mean |R-G|, |G-B| above this many 8-bit levels: a colour image (JPEG noise in gray stays below)
@@ -184,7 +184,12 @@ def decode(path: Path, size: int, channels: int) -> tuple[np.ndarray, bool]:
 
 
 def read_image_files(
-    paths: list[Path], size: int, channels: int, root: Path | None = None, modality: str = ""
+    paths: list[Path],
+    size: int,
+    channels: int,
+    root: Path | None = None,
+    modality: str = "",
+    resize_filter: str = "bicubic",
 ) -> DecodedImages:
     """Decode every file; an unreadable one is recorded, not fatal."""
     arrays, names, failed, warned = [], [], {}, {}
@@ -192,7 +197,7 @@ def read_image_files(
     for path in paths:
         name = str(path.relative_to(root)) if root and root.is_dir() else str(path)
         try:
-            one = decode_image(path, size, channels, modality)
+            one = decode_image(path, size, channels, modality, resize_filter)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             continue

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pathlab.data.images import IMAGE_SUFFIXES
 from pathlab.data.info import PATHMNIST_SHORT, SPLITS
 from pathlab.runtime.errors import DataError
 
-TILE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp")
+TILE_SUFFIXES = IMAGE_SUFFIXES  # what pathlab.predict reads too
 # files a scanner, an OS or a viewer leaves beside tiles: never images, never worth a word
 _IGNORED = ("thumbs.db", "desktop.ini")
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}
@@ -36,7 +37,8 @@ class TileList:
     splits: np.ndarray  # str (N,): train | val | test
     groups: np.ndarray | None  # str (N,) or None
     class_names: tuple[str, ...]
-    notes: list[str]  # what was said: a class missing from a split, a split cut from train
+    notes: list[str]  # warnings: a class missing from a split, a split too small to cut
+    stated: list[str] = field(default_factory=list)  # how a val or test split was cut from train
 
     def ordered(self) -> TileList:
         rank = {s: i for i, s in enumerate(SPLITS)}
@@ -52,6 +54,7 @@ class TileList:
             None if self.groups is None else self.groups[pick],
             self.class_names,
             self.notes,
+            self.stated,
         )
 
     def counts(self, split: str) -> Counter:
@@ -298,12 +301,20 @@ def cut_missing_splits(tiles: TileList, fractions: dict[str, float], seed: int) 
         held = train[_cut(tiles.labels[train], groups, min(share, 0.5), seed)]
         splits[held] = split
         train = np.setdiff1d(train, held)
-        tiles.notes.append(
+        tiles.stated.append(
             f"the {split} split is {len(held)} tiles cut from train (data.split_fractions."
             f"{split}={fraction:g}, class-stratified{', by group' if groups is not None else ''},"
             f" seed {seed})"
         )
-    return TileList(tiles.paths, tiles.labels, splits, tiles.groups, tiles.class_names, tiles.notes)
+    return TileList(
+        tiles.paths,
+        tiles.labels,
+        splits,
+        tiles.groups,
+        tiles.class_names,
+        tiles.notes,
+        tiles.stated,
+    )
 
 
 def list_tiles(

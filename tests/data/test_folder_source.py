@@ -13,8 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pathlab.data import DatasetInfo, MedMNISTDataModule, load_npz, write_synthetic_npz
-from pathlab.data import tile_cache
+from pathlab.data import DatasetInfo, MedMNISTDataModule, load_npz, tile_cache, write_synthetic_npz
 from pathlab.data.conversion import npz_to_folder, tiles_to_npz
 from pathlab.data.info import PATHMNIST_SHORT, SPLITS
 from pathlab.data.sources import folder_tiles
@@ -113,7 +112,7 @@ def test_cut_splits_are_stratified_seeded_and_stated(small_npz, tmp_path):
         images, labels = npz["train_images"], npz["train_labels"][:, 0]
     _tiff_tiles(images, labels, tmp_path / "flat", scale=1, suffix=".png")
     first = folder_tiles(tmp_path / "flat", split_fractions={"val": 0.2, "test": 0.1})
-    assert any("the val split is 36 tiles cut from train" in note for note in first.notes)
+    assert any("the val split is 36 tiles cut from train" in line for line in first.stated)
     again = folder_tiles(tmp_path / "flat", split_fractions={"val": 0.2, "test": 0.1})
     other = folder_tiles(tmp_path / "flat", split_fractions={"val": 0.2, "test": 0.1}, split_seed=1)
     assert [str(p) for p in first.paths] == [str(p) for p in again.paths]
@@ -155,7 +154,9 @@ def test_a_class_missing_from_a_split_is_said(tmp_path):
     for split, classes in (("train", ["a", "b"]), ("val", ["a", "b"]), ("test", ["a"])):
         for j, name in enumerate(classes):
             for k in range(3):
-                _noise_png(tmp_path / "t" / split / name / f"{k}.png", 100 * len(split) + 10 * j + k)
+                _noise_png(
+                    tmp_path / "t" / split / name / f"{k}.png", 100 * len(split) + 10 * j + k
+                )
     tiles = folder_tiles(tmp_path / "t")
     assert "the test split has no folder for b" in tiles.notes
 
@@ -171,14 +172,16 @@ def test_suffixes_and_modes(tmp_path):
     Image.fromarray(np.dstack([rgb, np.zeros((28, 28), np.uint8)])).save(root / "d.png")  # RGBA
     Image.fromarray(rgb).convert("P").save(root / "e.png")
     Image.fromarray(rgb).convert("CMYK").save(root / "f.tiff")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(root / "g.png")  # 16-bit gray
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(root / "g.png")  # 16-bit gray
     (root / "notes.txt").write_text("not a tile")
     (root / ".DS_Store").write_bytes(b"\0")
     _noise_png(tmp_path / "odd" / "y" / "z.bmp", 5)
     dm = folder_module(tmp_path / "odd", tmp_path / "cache", split_fractions={"val": 0, "test": 0})
     assert len(dm.splits["train"]) == 8
     files = tile_cache.open_cache(dm.source.cache_folder).index["files"]
-    images = dict(zip([Path(f).name for f in files], dm.splits["train"].images.numpy(), strict=True))
+    images = dict(
+        zip([Path(f).name for f in files], dm.splits["train"].images.numpy(), strict=True)
+    )
     assert np.array_equal(images["a.PNG"], rgb) and np.array_equal(images["c.webp"], rgb)
     assert (images["d.png"] == 255).all()  # fully transparent: white, not the hidden colour
     assert np.array_equal(images["g.png"][..., 0], rgb[..., 0])  # 16 bits scaled, not clipped
@@ -206,11 +209,14 @@ def test_unreadable_tiles_stop_or_are_skipped_and_listed(tmp_path):
         folder_module(tmp_path / "t", tmp_path / "cache", split_fractions={"val": 0, "test": 0})
     assert not any(p.name.startswith(".") for p in (tmp_path / "cache").iterdir())  # no half cache
     dm = folder_module(
-        tmp_path / "t", tmp_path / "cache", on_bad_image="skip", split_fractions={"val": 0, "test": 0}
+        tmp_path / "t",
+        tmp_path / "cache",
+        on_bad_image="skip",
+        split_fractions={"val": 0, "test": 0},
     )
     assert len(dm.splits["train"]) == 6
     listed = dm.source.write_skipped(tmp_path / "run")
-    rows = list(csv.DictReader(open(listed)))
+    rows = list(csv.DictReader(listed.read_text().splitlines()))
     assert [Path(r["path"]).name for r in rows] == ["broken.png"] and rows[0]["reason"]
 
 
@@ -247,7 +253,9 @@ def test_mixed_tile_sizes_are_resized_and_counted(tmp_path, caplog):
     for k in range(6):
         _noise_png(tmp_path / "t" / ("a" if k % 2 else "b") / f"{k}.png", k, size=28 if k else 40)
     with caplog.at_level(logging.WARNING):
-        dm = folder_module(tmp_path / "t", tmp_path / "cache", split_fractions={"val": 0, "test": 0})
+        dm = folder_module(
+            tmp_path / "t", tmp_path / "cache", split_fractions={"val": 0, "test": 0}
+        )
     assert "tiles come in 2 sizes (28x28: 5 of 6; 40x40: 1)" in caplog.text
     assert dm.splits["train"].images.shape == (6, 28, 28, 3)
 
@@ -287,10 +295,16 @@ def test_manifest_with_groups(tmp_path):
 def test_manifest_errors_name_the_value(tmp_path):
     _noise_png(tmp_path / "a.png", 1)
     _noise_png(tmp_path / "b.png", 2)
-    both = _manifest(tmp_path / "both.csv", [["a.png", "x", "train", "p1"], ["b.png", "y", "test", "p1"]])
-    with pytest.raises(DataError, match="group 'p1' has tiles in both the test and the train split"):
+    both = _manifest(
+        tmp_path / "both.csv", [["a.png", "x", "train", "p1"], ["b.png", "y", "test", "p1"]]
+    )
+    with pytest.raises(
+        DataError, match="group 'p1' has tiles in both the test and the train split"
+    ):
         folder_tiles(manifest=both)
-    gone = _manifest(tmp_path / "gone.csv", [["a.png", "x", "", "p"], ["missing.png", "y", "", "q"]])
+    gone = _manifest(
+        tmp_path / "gone.csv", [["a.png", "x", "", "p"], ["missing.png", "y", "", "q"]]
+    )
     with pytest.raises(DataError, match=r"1 listed file\(s\) do not exist .*missing.png"):
         folder_tiles(manifest=gone)
     label = _manifest(tmp_path / "label.csv", [["a.png", "x"], ["b.png", "z"]], ("path", "label"))

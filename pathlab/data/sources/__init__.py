@@ -10,9 +10,12 @@ from pathlab.data.sources.base import NpzFile, Source, md5sum
 from pathlab.data.sources.folder import FolderSource, folder_tiles
 from pathlab.data.sources.medmnist import MedMNISTSource
 from pathlab.data.sources.synthetic import SyntheticSource
+from pathlab.data.tile_cache import build_cache, decode_workers
 
 __all__ = [
     "FolderSource",
+    "build_cache",
+    "decode_workers",
     "NpzFile",
     "Source",
     "folder_tiles",

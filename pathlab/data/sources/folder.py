@@ -120,6 +120,8 @@ class FolderSource:
         )
         for note in tiles.notes:
             log.warning("%s: %s", self.location, note)
+        for statement in tiles.stated:
+            log.info("%s: %s", self.location, statement)
         self._folder = build_cache(
             tiles,
             self.cache_root,
