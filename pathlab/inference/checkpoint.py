@@ -18,6 +18,7 @@ from pathlab.config.moved import current_targets
 from pathlab.data.augment import Normalize
 from pathlab.data.colour_match import ColourReference, check_colour_match
 from pathlab.data.info import DatasetInfo, checkpoint_info
+from pathlab.data.stain_norm import Preprocess, StainNormalizer, stain_normalizer
 from pathlab.runtime.checkpoint_files import datamodule_state, read_checkpoint
 from pathlab.runtime.errors import CheckpointError
 
@@ -39,9 +40,25 @@ class TrainedModel:
         None  # calibration=temperature: fitted on val (pathlab.evaluation.calibration)
     )
 
+    # data.stain_norm of the run, fitted (pathlab.data.stain_norm state); None: none
+    stain: dict[str, Any] | None = None
+
     def normalizer(self) -> Normalize:
         """The run's normalisation of float images in [0, 1]."""
         return Normalize(self.mean, self.std, self.normalize)
+
+    def stain_normalizer(self) -> StainNormalizer | None:
+        """The run's fitted stain normalisation (None: the run had none)."""
+        return stain_normalizer(self.stain)
+
+    def preprocessor(self) -> Preprocess:
+        """The run's one preprocessing of float images in [0, 1]: stain normalisation, then
+        normalisation (what the DataModule did to val and test batches)."""
+        return Preprocess(self.normalizer(), self.stain_normalizer())
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Float (N, C, H, W) images in [0, 1] -> the network's input."""
+        return self.preprocessor().to(x.device)(x)
 
 
 def load_trained_model(path: str | Path) -> TrainedModel:
@@ -86,6 +103,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
         if state.get("colour_reference")
         else None,
         ckpt.get("calibration"),
+        state.get("stain"),
     )
 
 
@@ -116,7 +134,8 @@ def with_checkpoint_normalisation(datamodule, trained: TrainedModel, colour_matc
     matching colours as `colour_match` says (auto: as the run did). A checkpoint from before
     colour matching has no colour reference: the data's own train split gives it."""
     check_same_data(trained, datamodule.info)
-    state = {"colour_match": resolve_colour_match(trained, colour_match)}
+    # the run's fitted stain normalisation, whatever the data options say (None: none)
+    state = {"colour_match": resolve_colour_match(trained, colour_match), "stain": trained.stain}
     if trained.mean is not None:
         state.update(mean=trained.mean, std=trained.std, normalize=trained.normalize)
     if trained.colour_reference is not None:

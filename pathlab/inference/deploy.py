@@ -45,7 +45,9 @@ class DeployedClassifier(nn.Module):
         if input_dtype not in INPUT_DTYPES:
             raise ConfigError(f"input_dtype={input_dtype!r} is unknown; use uint8 or float32.")
         self.net = trained.net.eval()
-        self.normalize = trained.normalizer()
+        # stain normalisation (data.stain_norm) and normalisation: the run's one preprocessing,
+        # part of the exported graph
+        self.preprocess = trained.preprocessor()
         self.scale = 255.0 if input_dtype == "uint8" else 1.0
         self.multi_label = trained.info.multi_label
         # calibration=temperature: the fitted temperature (or per-label Platt) becomes part of
@@ -53,7 +55,7 @@ class DeployedClassifier(nn.Module):
         self.calibration = trained.calibration
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.normalize(images.float() / self.scale)
+        x = self.preprocess(images.float() / self.scale)
         return probabilities(scale_logits(self.net(x), self.calibration), self.multi_label)
 
 
@@ -130,6 +132,8 @@ def sidecar(trained: TrainedModel, input_dtype: str, file: str) -> dict[str, Any
             "std": trained.std,
             "embedded": True,
         },
+        # data.stain_norm: the fitted normaliser, inside the graph (the first step after scaling)
+        "stain_norm": {**(trained.stain or {"method": "none"}), "embedded": True},
         # set: the run matched a whole set's colours to its training colours before predicting
         # (pathlab.data.colour_match); this file does not: pathlab.predict does
         "colour_match": {"mode": trained.colour_match, "embedded": False},
