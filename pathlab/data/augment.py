@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pathlab.data.stain_norm import lab_to_rgb, rgb_to_lab
 from pathlab.runtime.errors import ConfigError
 
 # Stain matrix of Ruifrok & Johnston (rows: haematoxylin, eosin, DAB optical densities per RGB).
@@ -160,13 +161,113 @@ def brightness_contrast(
     return x.clamp(0, 1)
 
 
+# --- RandStainNA (Shen et al., MICCAI 2022) ------------------------------------------------------
+RANDSTAINNA_SPACES = ("lab", "hsv", "hed")
+RANDSTAINNA_CHOICES = (*RANDSTAINNA_SPACES, "random")
+RANDSTAINNA_SAMPLE = 4096  # train tiles whose colour statistics are fitted (seeded sample)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """Float RGB (N, 3, H, W) in [0, 1] -> HSV, every channel in [0, 1]."""
+    r, g, b = x.unbind(1)
+    v, argmax = x.max(1)
+    delta = v - x.min(1).values
+    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    d = delta.clamp_min(1e-12)
+    h = torch.where(
+        argmax == 0, ((g - b) / d) % 6, torch.where(argmax == 1, (b - r) / d + 2, (r - g) / d + 4)
+    )
+    h = torch.where(delta > 0, h / 6, torch.zeros_like(h))
+    return torch.stack([h, s, v], 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device).view(1, 3, 1, 1)
+    k = (n + h * 6) % 6
+    return (v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)).clamp(0, 1)
+
+
+def _to_space(x: torch.Tensor, space: str) -> torch.Tensor:
+    return {"lab": rgb_to_lab, "hsv": rgb_to_hsv, "hed": rgb_to_hed}[space](x)
+
+
+def _from_space(y: torch.Tensor, space: str) -> torch.Tensor:
+    if space == "lab":  # the reference clips to the colour space's range (OpenCV's uint8)
+        low = torch.tensor([0.0, -128.0, -128.0], device=y.device).view(1, 3, 1, 1)
+        return lab_to_rgb(torch.maximum(torch.minimum(y, low + 255.0 * _LAB_RANGE), low))
+    if space == "hsv":
+        return hsv_to_rgb(y.clamp(0, 1))
+    return hed_to_rgb(y)
+
+
+_LAB_RANGE = torch.tensor([100.0 / 255.0, 1.0, 1.0]).view(1, 3, 1, 1)
+
+
+def randstainna_statistics(
+    images: torch.Tensor, spaces: Sequence[str] = RANDSTAINNA_SPACES, batch: int = 1024
+) -> dict[str, dict[str, list[float]]]:
+    """RandStainNA's template distribution from uint8 RGB tiles (N, H, W, 3): per colour space,
+    the mean and standard deviation over tiles of each tile's channel means (`avg_mean`,
+    `avg_std`) and channel standard deviations (`std_mean`, `std_std`)."""
+    out = {}
+    for space in spaces:
+        means, stds = [], []
+        for chunk in images.split(batch):
+            y = _to_space(to_float_nchw(chunk), space)
+            means.append(y.mean((2, 3)))
+            stds.append(y.std((2, 3), unbiased=False))
+        m, d = torch.cat(means).double(), torch.cat(stds).double()
+        out[space] = {
+            "avg_mean": m.mean(0).tolist(),
+            "avg_std": m.std(0).tolist(),
+            "std_mean": d.mean(0).tolist(),
+            "std_std": d.std(0).tolist(),
+        }
+    return out
+
+
+def randstainna(
+    x: torch.Tensor,
+    statistics: dict[str, dict[str, list[float]]],
+    space: str = "random",
+    std_hyper: float = -0.3,
+    prob: float = 1.0,
+    generator: Generator = None,
+) -> torch.Tensor:
+    """RandStainNA: each image's channel means and standard deviations in a colour space moved to
+    a template drawn from the training split's distribution of them, N(avg, std * (1 + std_hyper))
+    (the reference's normal distribution; std_hyper < 0 narrows it). space: lab | hsv | hed, or
+    random (one per image, as the paper's best variant). prob: the share of images changed."""
+    n = x.shape[0]
+    spaces = list(RANDSTAINNA_SPACES) if space == "random" else [space]
+    pick = torch.randint(0, len(spaces), (n,), device=x.device, generator=generator)
+    apply = _uniform(n, x, generator) < prob
+    noise = torch.randn((2, len(spaces), n, 3), device=x.device, generator=generator)
+    out = x
+    for i, name in enumerate(spaces):
+        chosen = apply & (pick == i)
+        if not chosen.any():
+            continue
+        st = {k: torch.tensor(v, device=x.device) for k, v in statistics[name].items()}
+        spread = 1 + std_hyper
+        target_mean = (st["avg_mean"] + noise[0, i] * st["avg_std"] * spread).view(n, 3, 1, 1)
+        target_std = (st["std_mean"] + noise[1, i] * st["std_std"] * spread).clamp_min(0)
+        y = _to_space(x, name)
+        mean = y.mean((2, 3), keepdim=True)
+        std = y.std((2, 3), keepdim=True, unbiased=False).clamp_min(1e-4)
+        moved = _from_space((y - mean) / std * target_std.view(n, 3, 1, 1) + target_mean, name)
+        out = torch.where(chosen.view(n, 1, 1, 1), moved, out)
+    return out
+
+
 GEOMETRIC = {"d4": random_d4, "flip": random_flip, "none": lambda x, generator=None: x}
 
 
 # BatchAugment's arguments: what spec() saves and extra_repr() shows
 AUGMENT_ARGS = (
     "symmetry", "stain_jitter", "hue", "saturation", "gamma", "gain", "brightness", "contrast",
-    "translate",
+    "translate", "randstainna", "randstainna_space", "randstainna_std_hyper", "randstainna_prob",
 )  # fmt: skip
 
 
@@ -182,6 +283,10 @@ class BatchAugment(nn.Module):
     gain: white balance, each channel x exp(U(-gain, gain)); 0 = off.
     brightness / contrast: uniform jitter amplitudes (0 = off).
     translate: random shifts of up to this many pixels, reflect-filled (0 = off).
+    randstainna: RandStainNA (`randstainna`) first, in randstainna_space (lab | hsv | hed |
+    random), spread randstainna_std_hyper, on a randstainna_prob share of the images; its
+    statistics (`statistics`) are the training split's, fitted by the DataModule
+    (`fit_statistics`) and saved in its checkpoint state.
     Every draw comes from the generator passed to forward (the DataModule seeds it from the
     seed, epoch and rank), so a run augments the same way every time.
     """
@@ -197,8 +302,29 @@ class BatchAugment(nn.Module):
         gamma: float = 0.0,
         translate: int = 0,
         gain: float = 0.0,
+        randstainna: bool = False,
+        randstainna_space: str = "random",
+        randstainna_std_hyper: float = -0.3,
+        randstainna_prob: float = 1.0,
     ):
         super().__init__()
+        if randstainna_space not in RANDSTAINNA_CHOICES:
+            raise ConfigError(
+                f"data.augment.randstainna_space={randstainna_space!r} is unknown; use one of "
+                f"{', '.join(RANDSTAINNA_CHOICES)}."
+            )
+        if not -1 <= randstainna_std_hyper <= 3:
+            raise ConfigError(
+                f"data.augment.randstainna_std_hyper={randstainna_std_hyper} is outside [-1, 3]; "
+                "the paper uses -0.3 (0 = the training spread)."
+            )
+        if not 0 <= randstainna_prob <= 1:
+            raise ConfigError(
+                f"data.augment.randstainna_prob={randstainna_prob} is outside [0, 1]; use e.g. 1.0."
+            )
+        self.randstainna, self.randstainna_space = bool(randstainna), randstainna_space
+        self.randstainna_std_hyper, self.randstainna_prob = randstainna_std_hyper, randstainna_prob
+        self.statistics: dict[str, dict[str, list[float]]] | None = None
         for name, value, top in (
             ("stain_jitter", stain_jitter, 1),
             ("brightness", brightness, 1),
@@ -232,12 +358,34 @@ class BatchAugment(nn.Module):
                 f"{x.shape[1]} channel(s): set data.augment.{name}=0."
             )
 
+    def fit_statistics(self, train_images: torch.Tensor, seed: int = 0) -> None:
+        """RandStainNA's template distribution from a seeded sample of uint8 train tiles."""
+        sample = train_images
+        if len(sample) > RANDSTAINNA_SAMPLE:
+            g = torch.Generator().manual_seed(seed)
+            sample = sample[torch.randperm(len(sample), generator=g)[:RANDSTAINNA_SAMPLE]]
+        spaces = (
+            RANDSTAINNA_SPACES if self.randstainna_space == "random" else [self.randstainna_space]
+        )
+        self.statistics = randstainna_statistics(sample.cpu(), spaces)
+
     def spec(self) -> dict:
         """The arguments that rebuild this augmentation (saved with the DataModule)."""
         return {k: getattr(self, k) for k in AUGMENT_ARGS}
 
     def forward(self, x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
         """generator: where the random draws come from (None: torch's global generator)."""
+        if self.randstainna:
+            self._needs_rgb(x, "randstainna")
+            if self.statistics is None:
+                raise ConfigError(
+                    "data.augment.randstainna=true has no colour statistics: the DataModule fits "
+                    "them on the train split in setup(); call fit_statistics(train_images)."
+                )
+            x = randstainna(
+                x, self.statistics, self.randstainna_space, self.randstainna_std_hyper,
+                self.randstainna_prob, generator,
+            )  # fmt: skip
         if self.stain_jitter:
             self._needs_rgb(x, "stain_jitter")
             x = hed_jitter(x, self.stain_jitter, generator)

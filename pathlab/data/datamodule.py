@@ -12,7 +12,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pathlab.data.augment import BatchAugment, BatchMix, Normalize, to_float_nchw
+from pathlab.data.augment import (
+    RANDSTAINNA_SAMPLE,
+    BatchAugment,
+    BatchMix,
+    Normalize,
+    to_float_nchw,
+)
 from pathlab.data.colour_match import (
     ColourReference,
     ColourTransport,
@@ -344,6 +350,12 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.normalize = Normalize(self.mean, self.std, self.normalize_mode)
         if self.stain_norm != "none" and self.stain is None:
             self.stain = self._fit_stain(loaded["train"].images)
+        if (
+            self.augment is not None
+            and self.augment.randstainna
+            and self.augment.statistics is None
+        ):
+            self._fit_randstainna(loaded["train"].images)
         if self.cv:
             loaded = self._cv_splits(loaded)
         for split in SPLITS:
@@ -392,6 +404,18 @@ class MedMNISTDataModule(L.LightningDataModule):
         stain = fit_stain_normalizer(self.stain_norm, tiles, target)
         log.info("stain normalisation %s fitted to %s", self.stain_norm, target)
         return stain
+
+    def _fit_randstainna(self, train_images: torch.Tensor) -> None:
+        """RandStainNA's template distribution: the train split's colours (after the stain
+        normalisation, which comes first), on a seeded sample; saved in the checkpoint state."""
+        images = train_images.cpu()
+        if self.stain is not None:
+            x = self.stain(to_float_nchw(images[:RANDSTAINNA_SAMPLE]))
+            images = x.mul(255).round().byte().permute(0, 2, 3, 1)
+        self.augment.fit_statistics(images, seed=self.seed)
+        log.info(
+            "RandStainNA statistics fitted on %d train tiles", min(len(images), RANDSTAINNA_SAMPLE)
+        )
 
     @property
     def preprocess(self) -> Preprocess:
@@ -573,6 +597,7 @@ class MedMNISTDataModule(L.LightningDataModule):
             "colour_match": self.colour_match,
             "colour_reference": self.colour_reference.to_dict() if self.colour_reference else None,
             "stain": self.stain.state() if self.stain is not None else None,
+            "randstainna": self.augment.statistics if self.augment is not None else None,
             "info": self.info.to_dict(),
         }
 
@@ -585,6 +610,8 @@ class MedMNISTDataModule(L.LightningDataModule):
             self.colour_reference = ColourReference.from_dict(state_dict["colour_reference"])
         if state_dict.get("colour_match"):
             self.colour_match = check_colour_match(state_dict["colour_match"])
+        if state_dict.get("randstainna") and self.augment is not None:  # a resumed run's
+            self.augment.statistics = state_dict["randstainna"]
         if "stain" in state_dict:  # the run's fitted stain normalisation (None: none)
             self.stain = stain_normalizer(state_dict["stain"])
             self.stain_norm = self.stain.method if self.stain is not None else "none"

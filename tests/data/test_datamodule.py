@@ -138,6 +138,7 @@ def test_state_dict_carries_normalisation(synthetic_root):
         "colour_match": "none",
         "colour_reference": dm.colour_reference.to_dict(),
         "stain": None,  # data.stain_norm=none
+        "randstainna": None,  # data.augment.randstainna=false
         # the class's default symmetry is the command line's for the flag (data/info.py table)
         "info": {**PATH.to_dict(), "symmetry": "d4"},
     }
