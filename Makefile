@@ -91,6 +91,7 @@ docs-figures: $(STAMP)
 	$(PY) -m pathlab.explore data=synthetic hydra.run.dir=outputs/docs_figures
 	mkdir -p docs
 	cp outputs/docs_figures/samples.png outputs/docs_figures/class_distribution.png docs/
+	$(PY) scripts/slide_figure.py
 
 strip-notebooks: $(STAMP)
 	$(VENV)/bin/nbstripout notebooks/*.ipynb
