@@ -29,11 +29,11 @@ class ParityError(PathlabError):
 
 
 def lightning_probs(trained, images: torch.Tensor, input_dtype: str) -> np.ndarray:
-    """The reference: PathClassifier on the training run's normalisation, in fp32."""
+    """The reference: PathClassifier on the training run's preprocessing, in fp32."""
     model = PathClassifier.for_inference(trained, channels_last=False).eval()
     x = images.float() / (255.0 if input_dtype == "uint8" else 1.0)
     with torch.no_grad():
-        return model.probs(trained.normalizer()(x)).numpy()
+        return model.probs(trained.preprocess(x)).numpy()  # stain step + normalisation
 
 
 def export_model(cfg: DictConfig) -> dict[str, Any]:

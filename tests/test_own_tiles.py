@@ -132,3 +132,12 @@ def test_convert_folder_to_npz_and_back(tiles, tmp_path, cache_dir):
     assert len(list((tmp_path / "again" / "test").rglob("*.png"))) == 60
     with pytest.raises(PathlabError, match="is not empty"):
         api.convert([f"input={out}", f"output={tmp_path / 'again'}"], tmp_path / "c3")
+
+
+def test_a_folder_run_resumes(tiles, tmp_path, cache_dir):
+    base, _ = tiles
+    run = tmp_path / "resumed"
+    args = ["data=folder", f"data.root={base / 'folder'}", *TINY, f"paths.cache_dir={cache_dir}"]
+    api.train(args, run)
+    summary = api.train([*args, "trainer.max_epochs=2", "ckpt_path=last"], run)
+    assert summary["epochs_trained"] == 2

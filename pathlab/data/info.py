@@ -136,6 +136,7 @@ class DatasetInfo:
             "flag": self.flag,
             "size": self.size,
             "task": self.task,
+            "channels": self.channels,
             "classes": list(self.class_names),
             "symmetry": self.symmetry,
             "mpp": self.mpp,

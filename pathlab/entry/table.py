@@ -53,7 +53,7 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
     EntryPoint("embed", "embed", "frozen features"),
     EntryPoint("probe", "run_probe", "head on features"),
     EntryPoint("convert", "convert", "tiles <-> npz"),
-    EntryPoint("slide", "slide_task", "tissue maps of slides"),
+    EntryPoint("robustness", "robustness", "under corruptions"),
 )
 
 

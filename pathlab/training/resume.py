@@ -10,6 +10,7 @@ from typing import Any
 
 from pathlab.config.moved import current_target
 from pathlab.data.info import DatasetInfo, checkpoint_info
+from pathlab.data.sources import folder_tiles
 from pathlab.runtime.checkpoint_files import read_checkpoint
 from pathlab.runtime.errors import ConfigError, PathlabError
 
@@ -17,19 +18,23 @@ from pathlab.runtime.errors import ConfigError, PathlabError
 NOT_IDENTITY = ("pretrained", "pretrained_strict")
 
 
+IDENTITY_KEYS = ("flag", "size", "channels", "task", "classes")
+
+
 def _data_identity(info: Any) -> dict[str, Any]:
-    return {
-        "flag": info.flag,
-        "size": info.size,
-        "channels": info.channels,
-        "task": info.task,
-        "classes": list(info.class_names),
-    }
+    record = info.record()
+    return {key: record[key] for key in IDENTITY_KEYS}
 
 
 def config_identity(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The data identity a (resolved) data config asks for."""
+    """The data identity a (resolved) data config asks for (data=folder: its folders' classes)."""
     names = data.get("class_names")
+    if not names and data.get("layout") == "folder":
+        try:
+            listing = {k: data.get(k) for k in ("root", "test_root", "manifest")}
+            names = list(folder_tiles(**listing).class_names)
+        except PathlabError:
+            names = None
     try:
         info = DatasetInfo.create(
             data.get("flag", "pathmnist"),
