@@ -54,6 +54,7 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
     EntryPoint("probe", "run_probe", "head on features"),
     EntryPoint("convert", "convert", "tiles <-> npz"),
     EntryPoint("robustness", "robustness", "under corruptions"),
+    EntryPoint("slide", "slide_task", "tissue maps of slides"),
 )
 
 
