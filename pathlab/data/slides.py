@@ -75,15 +75,23 @@ class Slide:
         target = mpp / (self.mpp or mpp)
         level = self.handle.get_best_level_for_downsample(target)
         width, height = self.handle.level_dimensions[level]
-        image = self.handle.read_region((0, 0), level, (width, height)).convert("RGBA")
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(white, image).convert("RGB")
         scale = max(1.0, target / self.downsamples[level])
-        if scale > 1:
-            rgb = rgb.resize(
-                (max(1, round(width / scale)), max(1, round(height / scale))), Image.Resampling.BOX
+        out_w, out_h = max(1, round(width / scale)), max(1, round(height / scale))
+        # in bands of the level, each shrunk as it is read: a slide without low-power levels
+        # is never held whole
+        band = max(1, int(scale * max(1, (1 << 24) // max(1, width * 4) // scale)))
+        thumbnail = Image.new("RGB", (out_w, out_h), (255, 255, 255))
+        downsample = self.downsamples[level]
+        for top in range(0, height, band):
+            rows = min(band, height - top)
+            region = self.handle.read_region((0, round(top * downsample)), level, (width, rows))
+            rgba = region.convert("RGBA")
+            flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba).convert(
+                "RGB"
             )
-        return np.asarray(rgb), self.dimensions[0] / rgb.size[0]
+            y0, y1 = round(top / scale), max(round(top / scale) + 1, round((top + rows) / scale))
+            thumbnail.paste(flat.resize((out_w, y1 - y0), Image.Resampling.BOX), (0, y0))
+        return np.asarray(thumbnail), self.dimensions[0] / out_w
 
     def close(self) -> None:
         self.handle.close()
