@@ -86,8 +86,14 @@ def check_config(cfg: DictConfig) -> None:
             "model, loss, optim, scheduler, tta, trainer, logger, callbacks (e.g. loss=focal); "
             "see python -m pathlab.train --help."
         )
-    allowed = validation_metrics()
-    if cfg.optimized_metric not in allowed:
+    # data.val_shifts (true, or a list of shifts) adds val/shifted_*; the names are checked in settings
+    allowed = validation_metrics(shifted=bool(cfg.data.get("val_shifts")))
+    if cfg.optimized_metric in set(validation_metrics(shifted=True)) - set(allowed):
+        problems.append(
+            f"optimized_metric={cfg.optimized_metric} needs shifted val copies: set "
+            "data.val_shifts=true (or a list such as [stain_heavy:3,defocus_blur:3])."
+        )
+    elif cfg.optimized_metric not in allowed:
         problems.append(
             f"optimized_metric={cfg.optimized_metric} is not logged; use one of {', '.join(allowed)} "
             "(never a test metric)."

@@ -95,6 +95,7 @@ SCHEMA: dict[str, dict[str, Num]] = {
         "limit_seed": Num(int, 0, example="0"),
         "num_workers": Num(int, 0, example="0"),
         "seed": Num(int, 0, SEED_MAX, example="42"),
+        "val_shift_seed": Num(int, 0, SEED_MAX, example="0"),
         "num_classes": Num(int, 1, example="9"),
         "channels": Num(int, 1, 3, example="3"),
         "augment.stain_jitter": Num(float, 0, 1, high_open=True, example="0.05"),
@@ -300,8 +301,16 @@ def unknown_numbers(group: str, node: Mapping[str, Any]) -> list[str]:
 
 
 def check_data(data: Mapping[str, Any]) -> list[str]:
-    """Cross-key checks of the data group: class names vs classes, translation vs image size."""
+    """Cross-key checks of the data group: class names vs classes, translation vs image size,
+    the shifted val copies' names and severities (data.val_shifts)."""
     problems = []
+    if data.get("val_shifts"):
+        from pathlab.data.datamodule import val_shift_spec  # lightning's import: only when asked
+
+        try:
+            val_shift_spec(data["val_shifts"])
+        except ConfigError as exc:
+            problems.append(str(exc))
     names, classes = data.get("class_names"), data.get("num_classes")
     if isinstance(names, (list, tuple)) and _is_number(classes) and len(names) != classes:
         problems.append(

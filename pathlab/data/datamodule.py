@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from pathlab.data.colour_match import (
     check_colour_match,
     fit_colour_transport,
 )
+from pathlab.data.corruptions import CORRUPTIONS, FIXED_SHIFTS, corrupt, severities_of
 from pathlab.data.folds import cv_spec, cv_summary, kfold_indices
 from pathlab.data.info import SPLITS, SYMMETRY_BY_FLAG, DatasetInfo, class_counts, default_augment
 from pathlab.data.npz import Split
@@ -44,6 +46,66 @@ log = logging.getLogger(__name__)
 
 LIMIT_MODES = ("first", "stratified")
 LAYOUTS = ("npz", "folder")  # a MedMNIST-layout npz file, or tiles in folders / a manifest
+# data.val_shifts=true: HED concentration up and down (stain_vector and the fixed scanner shifts
+# of pathlab.data.shifts are left for testing on a shift kind never selected on), and two of
+# MedMNIST-C's scanner corruptions, at severity 3
+DEFAULT_VAL_SHIFTS = (
+    ("stain_heavy", 3), ("stain_light", 3), ("defocus_blur", 3), ("jpeg_compression", 3),
+)  # fmt: skip
+SHIFT_CHUNK = 512  # images corrupted per draw: the copies do not depend on eval_batch_size
+
+
+def val_shift_spec(value: Any) -> tuple[tuple[str, int], ...]:
+    """data.val_shifts as (corruption, severity) pairs: null/false/[] none, true the default set,
+    a list of `name` or `name:severity` (severity 3 unless given; 1 for the fixed shifts), or a
+    mapping {name: severity}. An unknown name or severity is refused, naming the known ones."""
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return DEFAULT_VAL_SHIFTS
+    if isinstance(value, str):
+        value = [value]
+    items = (
+        value.items() if isinstance(value, Mapping) else (str(v).partition(":")[::2] for v in value)
+    )
+    pairs = []
+    for name, severity in items:
+        name = str(name)
+        if name not in CORRUPTIONS:
+            raise ConfigError(
+                f"data.val_shifts: {name!r} is unknown; use true (the default set) or a list of "
+                f"name or name:severity with names from {', '.join(CORRUPTIONS)}."
+            )
+        default = 1 if name in FIXED_SHIFTS else 3
+        severity = str(severity).strip() or default
+        if str(severity) not in {str(s) for s in severities_of(name)}:
+            raise ConfigError(
+                f"data.val_shifts: severity {severity} of {name} is unknown; use "
+                f"{', '.join(map(str, severities_of(name)))}."
+            )
+        pairs.append((name, int(severity)))
+    if len(set(pairs)) != len(pairs):
+        raise ConfigError(f"data.val_shifts names a shift twice: {value}.")
+    return tuple(pairs)
+
+
+def shift_label(name: str, severity: int) -> str:
+    """A shifted copy's name in its metrics (`val/shifted_acc/stain_heavy_s3`)."""
+    return name if name in FIXED_SHIFTS else f"{name}_s{severity}"
+
+
+def shifted_images(images: torch.Tensor, name: str, severity: int, seed: int) -> torch.Tensor:
+    """uint8 NHWC images under one corruption, on the CPU, rounded to uint8 as a file would be;
+    the draws come from (seed, name, severity) alone (the formula of pathlab.robustness's
+    corrupted_probs), so every epoch and every resumed run sees the same copy."""
+    code = sum((i + 1) * ord(c) for i, c in enumerate(name)) % 100_003
+    g = torch.Generator().manual_seed(seed * 1_000_003 + code * 11 + severity)
+    out = []
+    for start in range(0, len(images), SHIFT_CHUNK):
+        x = to_float_nchw(images[start : start + SHIFT_CHUNK].cpu())
+        y = corrupt(x, name, severity, g).mul(255).round().clamp(0, 255).byte()
+        out.append(y.permute(0, 2, 3, 1).contiguous())
+    return torch.cat(out) if out else images.cpu()
 
 
 class TensorBatches(Dataset):
@@ -165,6 +227,8 @@ class MedMNISTDataModule(L.LightningDataModule):
     colour_match: "set" maps the test split's colours onto the training colours before testing
     (pathlab.data.colour_match; fitted by `fit_test_colours`), "none" leaves them.
     test_split: what the test loader serves (eval on "val" uses it).
+    val_shifts: shift-aware model selection (`val_shift_spec`): the val split is also validated
+    under these corruptions (copies drawn once from val_shift_seed), `val/shifted_*` metrics.
     stain_norm: none | macenko | reinhard (pathlab.data.stain_norm), fitted to stain_target (None:
     a seeded sample of TARGET_TILES train tiles; else an image or npz file) when the data is set
     up and saved with the checkpoint; every batch (train, val, test) goes through it first.
@@ -220,6 +284,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         stain_norm: str = "none",
         stain_target: str | None = None,
+        val_shifts: Any = None,
+        val_shift_seed: int = 0,
     ):
         super().__init__()
         # defaults per data set, as the command line has them (pathlab/data/info.py tables)
@@ -300,6 +366,12 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.colour_match = check_colour_match(colour_match)
         self.stain_norm, self.stain_target = check_stain_norm(stain_norm), stain_target
         self.stain: StainNormalizer | None = None  # fitted in setup, or from a checkpoint
+        self.val_shifts, self.val_shift_seed = val_shift_spec(val_shifts), int(val_shift_seed)
+        if self.val_shifts and self.info.channels != 3:
+            raise ConfigError(
+                f"data.val_shifts needs RGB images; {flag} has {self.info.channels} channel(s)."
+            )
+        self._shifted_val: dict[str, torch.Tensor] = {}  # drawn on first use (shifted_val)
         self.colour_reference: ColourReference | None = None
         self.test_colours: ColourTransport | None = None
         self.synthetic = dict(synthetic) if synthetic else None
@@ -522,6 +594,39 @@ class MedMNISTDataModule(L.LightningDataModule):
                 "add some, or pass test=false to skip testing."
             )
         return self._loader(self.test_split, shuffle=False)
+
+    def val_shift_summary(self) -> dict[str, Any] | None:
+        """For metrics.json and the protocol card: the shifted val copies, or None (off)."""
+        if not self.val_shifts:
+            return None
+        return {
+            "shifts": [shift_label(n, s) for n, s in self.val_shifts],
+            "seed": self.val_shift_seed,
+        }
+
+    def shifted_val(
+        self, indices: torch.Tensor | None = None
+    ) -> Iterator[tuple[str, Iterator[tuple[torch.Tensor, torch.Tensor]]]]:
+        """Each shifted copy of the val split (data.val_shifts) as (label, batches of normalised
+        images and labels on the device), the images of `indices` (default: all) in that order.
+        The copies are drawn once and kept on the CPU (n shifts x the val split's bytes)."""
+        self.setup()
+        val, device = self.splits["val"], self._device()
+        for name, severity in self.val_shifts:
+            label = shift_label(name, severity)
+            if label not in self._shifted_val:
+                self._shifted_val[label] = shifted_images(
+                    val.images, name, severity, self.val_shift_seed
+                )
+            images = self._shifted_val[label]
+            order = torch.arange(len(images)) if indices is None else torch.as_tensor(indices)
+            yield label, self._shifted_batches(images, val.labels, order.cpu(), device)
+
+    def _shifted_batches(self, images, labels, order, device):
+        for start in range(0, len(order), self.eval_batch_size):
+            index = order[start : start + self.eval_batch_size]
+            batch = (images[index].to(device), labels[index.to(labels.device)].to(device))
+            yield self.transform_batch(batch, train=False)
 
     def fit_test_colours(self, probs_of) -> ColourTransport | None:
         """colour_match=set: fit the test split's colour map (pathlab.data.colour_match) with the

@@ -126,17 +126,43 @@ def headline_names() -> tuple[str, ...]:
     return metric_names(headline=True)
 
 
-def validation_metrics() -> tuple[str, ...]:
-    """The values `optimized_metric` may take: every headline metric on val, and val/loss."""
-    return (*(f"val/{m}" for m in headline_names()), "val/loss")
+# Shift-aware selection (data.val_shifts): every headline metric on each shifted copy of the val
+# split, `val/shifted_<metric>/<shift>`, and their mean over the copies, `val/shifted_<metric>`
+SHIFTED = "shifted_"
+
+
+def validation_metrics(shifted: bool = False) -> tuple[str, ...]:
+    """The values `optimized_metric` may take: every headline metric on val, and val/loss; with
+    shifted val copies (data.val_shifts) also `val/shifted_<metric>`, their mean over the copies."""
+    shifted_names = tuple(f"val/{SHIFTED}{m}" for m in headline_names()) if shifted else ()
+    return (*(f"val/{m}" for m in headline_names()), "val/loss", *shifted_names)
+
+
+def shifted_metrics(y_true: np.ndarray, probs_by_shift: dict[str, np.ndarray]) -> dict[str, float]:
+    """The headline metrics of each shifted copy of a split (its probabilities by the copy's
+    name), `shifted_<metric>/<shift>`, and their unweighted mean over the copies,
+    `shifted_<metric>` (NaN if a copy's is NaN: a diverged model, or a class-less split)."""
+    if not probs_by_shift:
+        return {}
+    y = np.asarray(y_true)
+    names = [m for m in headline_names() if METRICS[m].applies(y.ndim > 1 and y.shape[1] > 1)]
+    per = {}
+    for shift, probs in probs_by_shift.items():
+        finite = np.isfinite(probs).all()
+        per[shift] = headline_metrics(y_true, probs) if finite else dict.fromkeys(names, math.nan)
+    means = {f"{SHIFTED}{m}": float(np.mean([v[m] for v in per.values()])) for m in names}
+    return means | {f"{SHIFTED}{m}/{s}": v[m] for s, v in per.items() for m in names}
 
 
 def metric_mode(metric: str) -> str:
     """Whether a metric is better high or low (checkpoint selection, the Optuna direction,
     metrics.json's best epoch and the summaries' ranking all ask here): a registered metric says
-    (`val/ece` is minimised), a loss is minimised, anything else (a user's own logged metric)
-    maximised."""
-    spec = METRICS.get(str(metric).split("/")[-1].removesuffix("_no_tta"))
+    (`val/ece` is minimised; `val/shifted_auc` as AUC), a loss is minimised, anything else (a
+    user's own logged metric) maximised."""
+    parts = str(metric).split("/")
+    shifted = [p for p in parts if p.startswith(SHIFTED)]
+    name = shifted[0].removeprefix(SHIFTED) if shifted else parts[-1]
+    spec = METRICS.get(name.removesuffix("_no_tta"))
     if spec is not None:
         return "max" if spec.higher_is_better else "min"
     return "min" if str(metric).endswith("loss") else "max"

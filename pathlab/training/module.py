@@ -20,6 +20,7 @@ from pathlab.evaluation.metrics import (
     headline_metrics,
     headline_names,
     probabilities,
+    shifted_metrics,
 )
 from pathlab.evaluation.predictions import Predictions
 from pathlab.evaluation.tta import TestTimeAugmentation
@@ -304,7 +305,7 @@ class PathClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """The split's metrics at once, by the same definitions as the test report."""
-        logits, labels, _ = self._gathered(self._val_batches)
+        logits, labels, index = self._gathered(self._val_batches)
         self._val_batches = []
         # the loss over the whole split at once, every image once (under DDP too)
         with torch.no_grad():
@@ -316,14 +317,37 @@ class PathClassifier(L.LightningModule):
         else:  # diverged: AUROC of NaN scores is no signal
             metrics = dict.fromkeys(headline_names(), float("nan"))
         values = {"val/loss": float(loss), **{f"val/{k}": v for k, v in metrics.items()}}
+        if not self.trainer.sanity_checking:  # data.val_shifts: the same images, shifted
+            values |= self._shifted_values(labels, index)
         monitor = getattr(self.trainer.checkpoint_callback, "monitor", None)
         undefined = monitor in values and np.isnan(values[monitor]) and torch.isfinite(loss)
         if undefined and not self.trainer.sanity_checking:  # the val split's labels, not divergence
             raise DataError(val_split_problem(labels, self.info, monitor))
-        self.log_dict(values, prog_bar=True)
+        per_shift = {k: v for k, v in values.items() if k.count("/") > 1}
+        self.log_dict({k: v for k, v in values.items() if k not in per_shift}, prog_bar=True)
+        if per_shift:
+            self.log_dict(per_shift)
         if not self.trainer.sanity_checking:
             row = {"epoch": self.current_epoch, "step": self.global_step, **values}
             self.val_history.append(row)
+
+    def _shifted_values(self, labels: np.ndarray, index: np.ndarray) -> dict[str, float]:
+        """Shift-aware selection (data.val_shifts): the validated images under each shifted copy
+        the DataModule drew (the same every epoch), in the one inference precision; `val/shifted_*`
+        by the registry's definition (metrics.shifted_metrics). Under DDP every process scores
+        the whole gathered split, so all see the same numbers."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not getattr(datamodule, "val_shifts", None):
+            return {}
+        probs = {}
+        with torch.no_grad(), self.inference():
+            for shift, batches in datamodule.shifted_val(torch.from_numpy(index)):
+                parts = [
+                    probabilities(self(x.float()).float(), self.info.multi_label).cpu()
+                    for x, _ in batches
+                ]
+                probs[shift] = torch.cat(parts).numpy()
+        return {f"val/{k}": v for k, v in shifted_metrics(labels, probs).items()}
 
     def on_test_start(self) -> None:
         """colour_match=set: the test split's colours are matched with these weights (plain view,

@@ -52,6 +52,12 @@ def _existing(path: Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
+def _val_shifts(datamodule: Any) -> dict[str, Any]:
+    """metrics.json's `val_shifts` (data.val_shifts: the shifted val copies); nothing when off."""
+    summary = getattr(datamodule, "val_shift_summary", lambda: None)()
+    return {"val_shifts": summary} if summary else {}
+
+
 def human_epoch(summary: dict[str, Any]) -> str:
     """The best epoch as the epoch log counts (from 1, "6/6"); metrics.json's best_epoch is
     Lightning's index from 0, which indexes the validation history."""
@@ -208,6 +214,7 @@ class RunRecord(L.Callback):
             tested_checkpoint=tested,
             colour_match=datamodule.colour_match_summary() if datamodule is not None else None,
             cv=getattr(datamodule, "cv_summary", lambda: None)(),
+            **_val_shifts(datamodule),
             resumed_from=self.resumed_from,
             reproduce={
                 "versions": software_versions(),
@@ -266,6 +273,12 @@ class RunRecord(L.Callback):
             " (synthetic look-alike)" if getattr(datamodule, "synthetic", None) else ""
         )
         calibration = getattr(module, "calibration_summary", None) or {}
+        shifted = _val_shifts(datamodule).get("val_shifts")
+        if shifted:  # shift-aware selection: what val/shifted_* (and so maybe the checkpoint) saw
+            shifted = (
+                f"val also validated under {', '.join(shifted['shifts'])} (seed {shifted['seed']}); "
+                f"checkpoint chosen on {self.optimized_metric}"
+            )
         return {
             "title": f"{self.preset or model_name} + {loss.split(' ')[0]} on {data_title}",
             "model": model_name
@@ -286,6 +299,7 @@ class RunRecord(L.Callback):
             "tta": f"{module.tta.name} ({len(module.tta)} views)",
             "colour_match": getattr(datamodule, "colour_match", "none"),
             "calibration": calibration.get("method", "none"),
+            **({"val_shifts": shifted} if shifted else {}),
             "precision": f"training {trainer.precision}, inference {getattr(module, 'inference_precision', '32')}",
             "seed": self.seed,
             "wall_time_s": summary["wall_time_s"],
