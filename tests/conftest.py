@@ -55,6 +55,17 @@ def random_arrays(
     return out
 
 
+def tiles_folder(compose_cfg) -> Path:
+    """A folder of two class folders of 28-px PNG tiles (data=folder), in a composed run's dir."""
+    from PIL import Image
+
+    root = Path(compose_cfg([]).paths.output_dir) / "tiles"
+    for k, name in enumerate(["ADI", "TUM"] * 10):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (28, 28), (20 * k, 100, 200 - 5 * k)).save(root / name / f"{k}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One synthetic-data cache for the whole session (what paths.cache_dir points at)."""

@@ -15,6 +15,7 @@ from pathlab.config.tree import CONF_DIR
 from pathlab.data import BatchAugment, PathMNISTDataModule
 from pathlab.entry.assemble import build_model
 from pathlab.runtime.errors import find_pathlab_error
+from tests.conftest import tiles_folder
 
 GROUPS = [
     "data",
@@ -47,16 +48,6 @@ def test_every_group_has_options():
     assert {"demo", "medmnist_v2", "fast_cpu"} <= set(options("experiment"))
     assert {"focal_optuna", "ce_optuna"} <= set(options("hparams_search"))
     assert {"auto", "none", "flip", "rot4", "d4"} <= set(options("tta"))
-
-
-def tiles_folder(compose_cfg) -> Path:
-    from PIL import Image
-
-    root = Path(compose_cfg([]).paths.output_dir) / "tiles"
-    for k, name in enumerate(["ADI", "TUM"] * 10):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (28, 28), (20 * k, 100, 200 - 5 * k)).save(root / name / f"{k}.png")
-    return root
 
 
 @pytest.mark.parametrize(("group", "option"), all_options())

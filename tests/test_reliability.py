@@ -25,7 +25,7 @@ from pathlab.data.images import decode_image, read_image_files, to_8bit
 from pathlab.runtime.checkpoint_files import AtomicCheckpointIO, atomic_save_bytes
 from pathlab.runtime.errors import ConfigError, DataError, StorageError
 from pathlab.runtime.locks import LOCK_NAME, RunDirGuard, claim_run_dir
-from tests.conftest import REPO
+from tests.conftest import REPO, tiles_folder
 
 TINY_INPROCESS = [
     "data=synthetic",
@@ -219,7 +219,10 @@ def test_the_shipped_configs_pass_and_every_number_has_a_rule(compose_cfg):
         for option in sorted((REPO / "conf" / group).glob("*.yaml")):
             if option.stem in ("none",) or (group, option.stem) == ("model", "timm"):
                 continue  # `none` is null; timm.yaml is the base of the named timm models
-            cfg = plain(compose_cfg([f"{group}={option.stem}"]))
+            extra = []
+            if (group, option.stem) == ("data", "folder"):  # own tiles: a folder of class folders
+                extra = [f"data.root={tiles_folder(compose_cfg)}"]
+            cfg = plain(compose_cfg([f"{group}={option.stem}", *extra]))
             validate_settings(cfg, gpus=1)  # the shipped defaults are legal (GPU presets: on a GPU)
             missing = unknown_numbers(group, cfg.get(group) or {})
             if missing:

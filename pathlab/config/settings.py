@@ -106,6 +106,9 @@ SCHEMA: dict[str, dict[str, Num]] = {
         "augment.gamma": Num(float, 0, 1, high_open=True, example="0.1"),
         "augment.gain": Num(float, 0, 1, high_open=True, example="0.05"),
         "augment.translate": Num(int, 0, example="2"),
+        # RandStainNA's spread of the template's std (negative narrows it; its paper uses -0.3)
+        "augment.randstainna_std_hyper": Num(float, -1, 5, low_open=True, example="-0.3"),
+        "augment.randstainna_prob": FRACTION,
         "synthetic.n_train": Num(int, 1, example="6000"),
         "synthetic.n_val": Num(int, 1, example="1000"),
         "synthetic.n_test": Num(int, 1, example="1000"),
@@ -113,6 +116,12 @@ SCHEMA: dict[str, dict[str, Num]] = {
         "mixing.mixup_alpha": Num(float, 0, example="0.2"),
         "mixing.cutmix_alpha": Num(float, 0, example="1.0"),
         "mixing.prob": FRACTION,
+        # data=folder
+        "split_fractions.val": Num(float, 0, 1, high_open=True, example="0.1"),
+        "split_fractions.test": Num(float, 0, 1, high_open=True, example="0.1"),
+        "split_seed": Num(int, 0, SEED_MAX, example="0"),
+        "mpp": Num(float, 0, null=True, low_open=True, example="0.5"),
+        "decode_workers": Num(int, 1, null=True, example="2"),
     },
     "model": {
         "num_classes": Num(int, 1, example="9"),
