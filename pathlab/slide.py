@@ -13,15 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from pathlab.config.settings import check_slide
 from pathlab.config.tree import CONF_DIR
 from pathlab.data.slides import SlideError, find_slides, open_slide
 from pathlab.entry.runner import run_task
+from pathlab.evaluation.tta import VIEWS
 from pathlab.inference.checkpoint import load_trained_model
-from pathlab.inference.slide_map import map_record, map_slide, model_scale, tile_origins
+from pathlab.inference.slide_map import (
+    check_slide_model,
+    map_record,
+    map_slide,
+    model_scale,
+    tile_origins,
+)
 from pathlab.reporting.slide_report import slides_csv, write_slide_outputs
-from pathlab.runtime.errors import PathlabError
+from pathlab.runtime.errors import ConfigError, PathlabError
 from pathlab.runtime.files import atomic_write_json, atomic_write_text
 from pathlab.runtime.terminal import say
 
@@ -52,7 +60,41 @@ def _read_safely(path: Path, function, *args):
         ) from None
 
 
-def map_one(path: Path, cfg: DictConfig, trained, run_dir: Path) -> dict[str, Any]:
+def tta_views(tta: Any, trained) -> str:
+    """The views of `tta=`: a name (none, flip, rot4, d4), auto (the views the checkpoint's data
+    set allows), or a tta group (`+tta=d4`) whose views it names."""
+    views = tta.get("views") if hasattr(tta, "get") else tta
+    if views in (None, "auto"):
+        views = trained.info.symmetry
+    if views not in VIEWS:
+        raise ConfigError(
+            f"tta={views} is unknown; use one of {', '.join(VIEWS)} or auto (the checkpoint's "
+            "data set's views)."
+        )
+    return str(views)
+
+
+def output_names(slides: list[Path]) -> dict[Path, str]:
+    """The folder each slide's outputs go to in the run dir: its stem, or its whole name where
+    two slides share a stem (a.svs and a.tif would write over each other)."""
+    stems = [p.stem for p in slides]
+    names = {p: p.stem if stems.count(p.stem) == 1 else p.name for p in slides}
+    taken = list(names.values())
+    for p in slides:  # slides.csv and slides.json sit in the run dir beside these folders
+        if taken.count(names[p]) > 1 or names[p] in ("slides.csv", "slides.json", "slide.log"):
+            names[p] = f"{p.name}_{slides.index(p)}"
+    return names
+
+
+def map_one(
+    path: Path,
+    cfg: DictConfig,
+    trained,
+    run_dir: Path,
+    name: str | None = None,
+    views: str | None = None,
+) -> dict[str, Any]:
+    views = views or tta_views(cfg.tta, trained)
     slide = open_slide(path, cfg.slide.mpp)
     try:
         with _progress() as progress:
@@ -65,7 +107,7 @@ def map_one(path: Path, cfg: DictConfig, trained, run_dir: Path) -> dict[str, An
 
             result = _read_safely(path, map_slide,
                 slide, trained, model_scale(trained, cfg.slide.model_mpp), cfg.slide.min_tissue,
-                cfg.tta, cfg.batch_size, cfg.workers,
+                views, cfg.batch_size, cfg.workers,
                 (trained.config.get("data") or {}).get("resize_filter") or "bicubic",
                 cfg.slide.saturation_floor, on_batch,
             )  # fmt: skip
@@ -75,10 +117,10 @@ def map_one(path: Path, cfg: DictConfig, trained, run_dir: Path) -> dict[str, An
                 f"threshold {result.threshold:.3f}); lower slide.min_tissue or "
                 "slide.saturation_floor if the slide holds pale tissue."
             )
-        summary = map_record(result, trained, cfg.tta)
+        summary = map_record(result, trained, views)
         fractions = result.fractions[result.cells[:, 1], result.cells[:, 0]]
         files = write_slide_outputs(
-            run_dir / path.stem, summary, trained.info.class_names, result.cells,
+            run_dir / (name or path.stem), summary, trained.info.class_names, result.cells,
             tile_origins(result), round(result.grid.side), fractions, result.probs,
             (result.grid.rows, result.grid.columns), result.thumbnail, result.mask,
             result.grid.side / result.mask_downsample, cfg.slide.probabilities,
@@ -98,12 +140,18 @@ def map_one(path: Path, cfg: DictConfig, trained, run_dir: Path) -> dict[str, An
 
 def slide_task(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
+    problems = check_slide(OmegaConf.to_container(cfg, resolve=True))
+    if problems:
+        raise ConfigError(" ".join(problems))
     trained = load_trained_model(cfg.ckpt_path)
+    check_slide_model(trained)  # before its scale: a grayscale model is refused for what it is
+    views = tta_views(cfg.tta, trained)
     slides = find_slides(Path(cfg.input).expanduser())
+    names = output_names(slides)
     rows = []
     for path in slides:
         try:
-            rows.append(map_one(path, cfg, trained, run_dir))
+            rows.append(map_one(path, cfg, trained, run_dir, names[path], views))
         except PathlabError as exc:
             if len(slides) == 1:
                 raise

@@ -108,7 +108,7 @@ SCHEMA: dict[str, dict[str, Num]] = {
         "augment.translate": Num(int, 0, example="2"),
         # RandStainNA's spread of the template's std (negative narrows it; its paper uses -0.3)
         "augment.randstainna_std_hyper": Num(float, -1, 5, low_open=True, example="-0.3"),
-        "augment.randstainna_prob": FRACTION,
+        "augment.randstainna_prob": Num(float, 0, 1, example="1.0"),
         "synthetic.n_train": Num(int, 1, example="6000"),
         "synthetic.n_val": Num(int, 1, example="1000"),
         "synthetic.n_test": Num(int, 1, example="1000"),
@@ -191,6 +191,30 @@ SCHEMA: dict[str, dict[str, Num]] = {
         "max_images": Num(int, 1, null=True, example="4096"),
     },
 }
+
+# pathlab.slide's settings (conf/slide.yaml), checked before the checkpoint or a slide is read
+SLIDE_SETTINGS: dict[str, Num] = {
+    "batch_size": Num(int, 1, example="256"),
+    "workers": Num(int, 0, example="2"),
+    "slide.mpp": Num(float, 0, low_open=True, null=True, example="0.25"),
+    "slide.model_mpp": Num(float, 0, low_open=True, null=True, example="4.0"),
+    "slide.min_tissue": Num(float, 0, 1, example="0.5"),
+    "slide.saturation_floor": Num(float, 0, 1, high_open=True, example="0.05"),
+}
+
+
+def check_slide(config: Mapping[str, Any]) -> list[str]:
+    """pathlab.slide's numbers against SLIDE_SETTINGS (a plain dict of the slide config)."""
+    problems = []
+    for key, rule in SLIDE_SETTINGS.items():
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        problem = check_number(key, node, rule)
+        if problem:
+            problems.append(problem)
+    return problems
+
 
 # Lightning's limit_*_batches and val_check_interval: a share of the batches (0, 1] or a count >= 1
 BATCH_SHARES = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
@@ -321,6 +345,11 @@ def check_data(data: Mapping[str, Any]) -> list[str]:
         except ConfigError as exc:
             problems.append(str(exc))
     names, classes = data.get("class_names"), data.get("num_classes")
+    if isinstance(names, str):
+        problems.append(
+            f"data.class_names={names} is one name, not a list; give every class in order, "
+            f"e.g. data.class_names=[{names},...] (quoted for the shell)."
+        )
     if isinstance(names, (list, tuple)) and _is_number(classes) and len(names) != classes:
         problems.append(
             f"data.class_names has {len(names)} names but data.num_classes={classes} "

@@ -33,15 +33,22 @@ def tiles_to_npz(
     class_names=None,
     channels: int = 3,
     flag: str = "tiles",
+    skipped_to: str | Path | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Decode the tiles (through the folder source's cache and checks) and write them as one
-    npz in the official layout; returns what was written (split sizes, class order)."""
+    npz in the official layout; returns what was written (split sizes, class order).
+    skipped_to: a folder for skipped_images.csv (on_bad_image=skip), e.g. the run dir."""
     from pathlab.data.sources.folder import folder_tiles
 
     output = Path(output).expanduser()
     if output.suffix != ".npz":
         raise DataError(f"output={output}: give a file name ending in .npz.")
+    if output.exists():
+        raise DataError(
+            f"output={output} exists; give a new file name, or move the old file away first "
+            "(it is not overwritten)."
+        )
     listing = {"root": root, "test_root": test_root, "manifest": manifest}
     names = folder_tiles(
         class_names=class_names, **listing, **_listing_options(options)
@@ -56,6 +63,8 @@ def tiles_to_npz(
     )
     source = FolderSource(info, cache_dir, **listing, **options)
     splits = source.load()
+    if skipped_to is not None:
+        source.write_skipped(Path(skipped_to))
     arrays = {}
     for split in SPLITS:
         images = splits[split].images.numpy()
@@ -85,6 +94,13 @@ def npz_to_folder(
     upscale: enlarge each image (bicubic), e.g. 8 for 224-px tiles of 28-px images (benchmarks,
     slides); suffix: .png (lossless) or .tif."""
     output = Path(output).expanduser()
+    if output.suffix.lower() == ".npz":
+        raise DataError(
+            f"output={output}: an npz is written out as a folder of tiles; give a folder name "
+            "(an npz is already in the layout tiles are converted to)."
+        )
+    if output.exists() and not output.is_dir():
+        raise DataError(f"output={output} is a file; give a new folder for the tiles.")
     if output.exists() and any(output.iterdir()):
         raise DataError(f"output={output} is not empty; give a new folder.")
     if info.multi_label:

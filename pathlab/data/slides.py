@@ -137,6 +137,18 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
             "a whole-slide image (.svs, .tif, .ndpi, .mrxs, ...)."
         )
     found = _mpp_of(handle.properties)
+    if mpp is not None:
+        try:
+            value = float(mpp) if not isinstance(mpp, bool) else float("nan")
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            handle.close()
+            raise SlideError(
+                f"slide.mpp={mpp} is not a pixel size: give the microns per pixel of level 0, "
+                "e.g. slide.mpp=0.25 for 40x."
+            )
+        mpp = value
     if mpp is None and found is None:
         handle.close()
         raise SlideError(
@@ -251,10 +263,32 @@ def write_pyramid_tiff(
     """A tiled pyramidal generic TIFF that openslide and tiffslide read (each level a page,
     reduced levels subfiletype=1, resolution in pixels per cm; lossless deflate): the slides the
     tests and the benchmark make."""
+    import os
+
     import tifffile
 
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))
+    ):
+        raise SlideError(
+            f"write_pyramid_tiff takes a uint8 (H, W, 3) RGB or (H, W) grayscale image, not "
+            f"{image.dtype} {image.shape}."
+        )
+    if image.ndim == 2 or image.shape[2] == 1:  # grayscale: the slide readers give RGB anyway
+        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")  # an existing file stays until it is done
+    try:
+        _write_levels(tifffile, partial, image, mpp, downsamples, tile)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def _write_levels(tifffile, path: Path, image: np.ndarray, mpp, downsamples, tile: int) -> None:
     with tifffile.TiffWriter(path, bigtiff=image.nbytes > 2**31) as tiff:
         for i, factor in enumerate(downsamples):
             level = image
@@ -275,4 +309,3 @@ def write_pyramid_tiff(
                 subfiletype=0 if i == 0 else 1,
                 metadata=None,
             )
-    return path

@@ -25,6 +25,7 @@ TILE_SUFFIXES = IMAGE_SUFFIXES  # what pathlab.predict reads too
 # files a scanner, an OS or a viewer leaves beside tiles: never images, never worth a word
 _IGNORED = ("thumbs.db", "desktop.ini")
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}
+MIN_TO_CUT = 3  # a class with fewer tiles than this in train is not cut into val or test
 
 
 @dataclass
@@ -72,7 +73,18 @@ def _visible(path: Path) -> bool:
 def class_order(found: list[str], given: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """The class order: `given` (data.class_names) as it is; else PathMNIST's when the names
     are its nine codes; else sorted names."""
+    if isinstance(given, str):
+        raise DataError(
+            f"data.class_names={given} is one name; give the list of class names, label i the "
+            f"i-th, e.g. data.class_names=[{given},...] (quote it for the shell)."
+        )
     if given:
+        repeated = sorted({str(c) for c in given if list(given).count(c) > 1})
+        if repeated:
+            raise DataError(
+                f"data.class_names={list(given)} names {', '.join(repeated)} more than once; give "
+                "each class once (label i is the i-th name)."
+            )
         return tuple(given)
     if set(found) == set(PATHMNIST_SHORT):
         return PATHMNIST_SHORT
@@ -142,6 +154,14 @@ def list_folders(root: Path | None, test_root: Path | None, unsplit: str, class_
         )
     order = class_order(found, class_names)
     unknown = [c for c in found if c not in order]
+    by_case = {str(c).lower(): c for c in order}
+    recased = [(c, by_case[c.lower()]) for c in unknown if c.lower() in by_case]
+    if recased:
+        pairs = ", ".join(f"{c} -> {name}" for c, name in recased)
+        raise DataError(
+            f"class folder(s) differ from data.class_names={list(order)} only in letter case "
+            f"({pairs}); rename the folders (names are matched exactly)."
+        )
     if unknown:
         raise DataError(
             f"class folder(s) {', '.join(unknown)} are not in data.class_names={list(order)}; "
@@ -212,6 +232,8 @@ def read_manifest(manifest: Path, class_names) -> TileList:
                 f"(data.class_names={list(order)}); fix the label or the class names."
             )
     else:
+        if not class_names:
+            _check_label_names(manifest, raw)
         order = class_order(raw, class_names)
         index = {c: i for i, c in enumerate(order)}
         wrong = sorted({v for v in raw if v not in index})
@@ -233,6 +255,38 @@ def read_manifest(manifest: Path, class_names) -> TileList:
     return TileList(paths, np.asarray(labels, np.int64), np.asarray(splits), groups, order, [])
 
 
+def _check_label_names(manifest: Path, raw: list[str]) -> None:
+    """Labels that are a slip rather than a class (without data.class_names, every label found
+    becomes a class): an index among names, a name in another letter case, a name beside
+    PathMNIST's nine codes."""
+
+    def row_of(value: str) -> int:
+        return raw.index(value) + 2  # the header is row 1
+
+    numbers = [v for v in dict.fromkeys(raw) if v.lstrip("-").isdigit()]
+    if numbers:
+        raise DataError(
+            f"data.manifest={manifest}: label {numbers[0]!r} (row {row_of(numbers[0])}) is a "
+            "number while other labels are class names; give every label as a name, or every "
+            "label as an index with data.class_names=[...]."
+        )
+    seen: dict[str, str] = {}
+    for value in dict.fromkeys(raw):
+        other = seen.setdefault(value.lower(), value)
+        if other != value:
+            raise DataError(
+                f"data.manifest={manifest}: labels {other!r} and {value!r} (row {row_of(value)}) "
+                "differ only in letter case, and would be two classes; write them the same way."
+            )
+    extra = sorted(set(raw) - set(PATHMNIST_SHORT))
+    if set(PATHMNIST_SHORT) <= set(raw) and extra:
+        rows = ", ".join(f"{v!r} (row {row_of(v)}, {raw.count(v)} tile(s))" for v in extra[:3])
+        raise DataError(
+            f"data.manifest={manifest}: the labels are PathMNIST's nine codes and {rows}; fix "
+            "the label, or pass data.class_names=[...] with every class to train on more."
+        )
+
+
 def _check_groups(tiles: TileList) -> None:
     if tiles.groups is None:
         return
@@ -251,6 +305,13 @@ def _cut(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: i
 
     n = len(labels)
     if groups is None:
+        # a class of fewer than MIN_TO_CUT tiles keeps them all in train: the model must see it
+        counts = np.bincount(labels)
+        keep = counts[labels] < MIN_TO_CUT
+        if keep.any() and not keep.all():
+            rest = np.nonzero(~keep)[0]
+            held = _cut(labels[rest], None, min(0.5, fraction * n / len(rest)), seed)
+            return np.sort(rest[held])
         counts = np.bincount(labels)
         stratify = (
             labels
@@ -277,17 +338,34 @@ def cut_missing_splits(tiles: TileList, fractions: dict[str, float], seed: int) 
     """Cut a val or test split that is not given from train (stated, seeded, stratified)."""
     fractions = {**SPLIT_FRACTIONS, **(fractions or {})}
     for split, value in fractions.items():
-        if split not in ("val", "test") or not 0 <= float(value) < 1:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if split not in ("val", "test") or not number or not 0 <= float(value) < 1:
             raise DataError(
                 f"data.split_fractions.{split}={value}: give val and test fractions in [0, 1) "
                 "(e.g. {val: 0.1, test: 0.1})."
             )
+    cut_both = [s for s in ("val", "test") if not (tiles.splits == s).any()]
+    if len(cut_both) == 2 and float(fractions["val"]) + float(fractions["test"]) >= 0.9:
+        raise DataError(
+            f"data.split_fractions={{val: {fractions['val']:g}, test: {fractions['test']:g}}} "
+            "leaves under 10% of the tiles to train on; give fractions that sum to under 0.9 "
+            "(e.g. {val: 0.1, test: 0.1})."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise DataError(f"data.split_seed={seed}: give a whole number in [0, 4294967295], e.g. 0.")
     _check_groups(tiles)
     splits = tiles.splits.copy()
     train = np.nonzero(splits == "train")[0]
     for split in ("val", "test"):
         fraction = float(fractions[split])
-        if (splits == split).any() or fraction == 0 or len(train) == 0:
+        if (splits == split).any() or len(train) == 0:
+            continue
+        if fraction == 0:
+            if split == "test":
+                tiles.notes.append(
+                    "no test split (data.split_fractions.test=0 and no test folder): pass "
+                    "test=false to train without testing, or give data.test_root"
+                )
             continue
         # the fraction is of all the train tiles as given, so val and test cut the same share
         share = fraction * len(np.nonzero(tiles.splits == "train")[0]) / len(train)
@@ -333,7 +411,7 @@ def list_tiles(
             f"data.manifest={manifest} and data.root / data.test_root are both given; use one."
         )
     if unsplit not in SPLITS:
-        raise DataError(f"unsplit={unsplit!r} is unknown; use one of {', '.join(SPLITS)}.")
+        raise DataError(f"data.unsplit={unsplit!r} is unknown; use one of {', '.join(SPLITS)}.")
     tiles = (
         read_manifest(manifest, class_names)
         if manifest is not None

@@ -51,11 +51,19 @@ def folder_tiles(
         _path(root),
         _path(test_root),
         _path(manifest),
-        list(class_names) if class_names else None,
+        class_names if isinstance(class_names, str) else list(class_names or []) or None,
         unsplit,
         dict(split_fractions or {}),
         split_seed,
     )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class FolderSource:
@@ -85,8 +93,13 @@ class FolderSource:
                 f"data.on_bad_image={on_bad_image!r} is unknown; use error (stop, naming the file) "
                 "or skip (leave it out, listed in the run dir)."
             )
-        if mpp is not None and not float(mpp) > 0:
+        if mpp is not None and not (_number(mpp) and 0 < float(mpp) < float("inf")):
             raise DataError(f"data.mpp={mpp}: give the tiles' microns per pixel, e.g. 0.5.")
+        if decode_workers is not None and not (_whole(decode_workers) and decode_workers >= 1):
+            raise DataError(
+                f"data.decode_workers={decode_workers}: use null (all cores) or a positive "
+                "whole number, e.g. 2."
+            )
         self.info = info
         self.cache_root = Path(cache_root).expanduser()
         self.listing = {
@@ -107,6 +120,11 @@ class FolderSource:
     def location(self) -> Path:
         given = self.listing["manifest"] or self.listing["root"] or self.listing["test_root"]
         return Path(given).expanduser()
+
+    @property
+    def path(self) -> Path:
+        """What names these tiles in messages (the npz sources' file)."""
+        return self.location
 
     def prepare(self) -> None:
         if self._folder is not None:
@@ -174,6 +192,12 @@ class FolderSource:
         return out
 
     def train_colours(self, train: Split) -> ColourReference:
+        if len(train) == 0:
+            raise DataError(
+                f"{self.location} has no train tiles (data.unsplit={self.listing['unsplit']}, "
+                "no train folder or manifest rows): give train tiles, e.g. data.unsplit=train "
+                "for a folder of class folders."
+            )
         per_class = None if self.info.multi_label else self.info.num_classes
         return cached_train_colours(self.cache_folder / "images.npy", train, per_class)
 
