@@ -73,7 +73,11 @@ def _convert(cfg: DictConfig) -> dict[str, Any]:
             root=None if manifest else source,
             test_root=cfg.test_input,
             manifest=source if manifest else None,
-            class_names=list(cfg.class_names) if cfg.class_names else None,
+            class_names=(
+                cfg.class_names
+                if isinstance(cfg.class_names, str)  # refused, named as given
+                else list(cfg.class_names or []) or None
+            ),
             channels=cfg.channels,
             split_fractions=OmegaConf.to_container(cfg.split_fractions),
             split_seed=cfg.split_seed,

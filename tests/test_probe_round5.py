@@ -204,6 +204,12 @@ def test_convert_names_its_own_keys(tmp_path, cache_dir):
             tmp_path / "r2",
         )
     assert "data." not in str(info.value)
+    with pytest.raises(PathlabError, match=r"^class_names=ADI is one name"):
+        api.convert(
+            [f"input={root}", f"output={tmp_path / 'c.npz'}", "class_names=ADI",
+             f"cache_dir={cache_dir}"],
+            tmp_path / "r3",
+        )  # fmt: skip
 
 
 def test_convert_lists_skipped_tiles_in_its_run_dir(tmp_path, cache_dir):
