@@ -24,7 +24,7 @@ from pathlab.data.slides import (
     Slide,
     SlideError,
     TileGrid,
-    read_tile,
+    read_tiles,
     tile_fractions,
     tile_grid,
     tissue_mask,
@@ -134,7 +134,7 @@ def map_slide(
     tta = TestTimeAugmentation(views)
 
     def read(batch: np.ndarray) -> np.ndarray:
-        return np.stack([read_tile(slide, grid, c, r, resize_filter) for c, r in batch])
+        return read_tiles(slide, grid, batch, resize_filter)
 
     batches = [cells[i : i + batch_size] for i in range(0, len(cells), batch_size)]
     out: list[torch.Tensor] = []
