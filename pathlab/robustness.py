@@ -52,7 +52,7 @@ def robustness(cfg: DictConfig) -> dict[str, Any]:
         split.labels.cpu().numpy(),
         corruptions,
         seed=cfg.seed,
-        views=cfg.tta,
+        views=cfg.tta.views if hasattr(cfg.tta, "get") else cfg.tta,  # the tta group's views
         batch_size=cfg.batch_size,
         n_boot=cfg.bootstrap,
         on_step=lambda name, s: log.info("robustness: %s severity %d", name, s),
