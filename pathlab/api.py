@@ -19,14 +19,20 @@ from typing import Any
 from pathlab.config.tree import compose_config
 from pathlab.data.sources import resplit_npz
 from pathlab.entry import table
-from pathlab.entry.runner import use_threads
+from pathlab.entry.runner import require_settings, use_threads
 from pathlab.entry.table import EntryPoint
-from pathlab.runtime.errors import find_pathlab_error
+from pathlab.runtime.errors import ConfigError, find_pathlab_error
 
 
 def _hydra_command(entry: EntryPoint) -> Callable[..., Any]:
     def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Any:
+        if isinstance(overrides, str):
+            raise ConfigError(
+                f"{entry.api_name}({overrides!r}): give the overrides as a list of strings, "
+                f"e.g. {entry.api_name}([{overrides!r}])."
+            )
         cfg = compose_config(entry.name, overrides, output_dir)
+        require_settings(cfg)  # a required setting left out: one line, as on the command line
         use_threads(cfg)  # as the command line's run_task applies it
         try:
             return entry.load_task()(cfg)

@@ -22,6 +22,7 @@ from pathlab.inference.checkpoint import (
     with_checkpoint_normalisation,
 )
 from pathlab.reporting.publish import publish_run
+from pathlab.runtime.errors import ConfigError
 from pathlab.training.module import PathClassifier
 
 log = logging.getLogger("pathlab")
@@ -39,6 +40,11 @@ def eval_datamodule(cfg: DictConfig, trained):
         return recorded
     if cfg.data.get("layout") == "folder":
         info = trained.info
+        if overridden("data.size") and cfg.data.size != info.size:
+            raise ConfigError(
+                f"data.size={cfg.data.size} but ckpt_path={cfg.ckpt_path} was trained at "
+                f"{info.size} px; tiles are read at the checkpoint's size: drop data.size."
+            )
         return instantiate(
             cfg.data,
             test_split=cfg.split,

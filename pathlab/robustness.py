@@ -30,6 +30,12 @@ log = logging.getLogger("pathlab")
 
 def robustness(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
+    if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise ConfigError(
+            f"seed={cfg.seed!r}: the corruptions' seed is a whole number >= 0, e.g. 0."
+        )
+    if cfg.split not in ("test", "val"):
+        raise ConfigError(f"split={cfg.split!r}: robustness measures the test or val split.")
     L.seed_everything(cfg.seed, workers=True)
     trained = load_trained_model(cfg.ckpt_path)
     changes = {"test_split": cfg.split}
@@ -60,10 +66,16 @@ def robustness(cfg: DictConfig) -> dict[str, Any]:
     files = write_robustness(
         run_dir, result, f"robustness: {Path(cfg.ckpt_path).name} on {cfg.split}"
     )
-    mean = result["summary"]["mean_over_medmnistc"]
+    mean = result["summary"].get("mean_over_medmnistc") or {}
+    # no MedMNIST-C corruption chosen (only stain shifts): no mean BE to state
+    over = (
+        f"; MedMNIST-C mean BE {mean['be']:.3f}, rBE {mean['rbe']:.3f}"
+        if mean.get("be") is not None and mean.get("rbe") is not None
+        else ""
+    )
     say(
-        f"clean ACC {result['rows'][0]['acc']:.4f}; MedMNIST-C mean BE {mean['be']:.3f}, "
-        f"rBE {mean['rbe']:.3f}; written {', '.join(f.name for f in files)} to {run_dir}"
+        f"clean ACC {result['rows'][0]['acc']:.4f}{over}; written "
+        f"{', '.join(f.name for f in files)} to {run_dir}"
     )
     return {"run_dir": str(run_dir), **result["summary"]}
 

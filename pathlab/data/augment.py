@@ -308,6 +308,8 @@ class BatchAugment(nn.Module):
         randstainna_prob: float = 1.0,
     ):
         super().__init__()
+        if not isinstance(randstainna, bool):
+            raise ConfigError(f"data.augment.randstainna={randstainna!r}: use true or false.")
         if randstainna_space not in RANDSTAINNA_CHOICES:
             raise ConfigError(
                 f"data.augment.randstainna_space={randstainna_space!r} is unknown; use one of "

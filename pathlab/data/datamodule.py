@@ -365,6 +365,16 @@ class MedMNISTDataModule(L.LightningDataModule):
         Normalize([0.0], [1.0], normalize)  # an unknown mode is refused here, before any data
         self.colour_match = check_colour_match(colour_match)
         self.stain_norm, self.stain_target = check_stain_norm(stain_norm), stain_target
+        if stain_target and self.stain_norm == "none":
+            raise ConfigError(
+                f"data.stain_target={stain_target} is set but data.stain_norm=none, so nothing "
+                "would use it; add data.stain_norm=macenko (or reinhard), or drop the target."
+            )
+        if self.augment is not None and self.augment.randstainna and self.info.channels != 3:
+            raise ConfigError(
+                f"data.augment.randstainna=true needs RGB tiles; {self.info.flag} has "
+                f"{self.info.channels} channel(s). Drop it for grayscale data."
+            )
         self.stain: StainNormalizer | None = None  # fitted in setup, or from a checkpoint
         self.val_shifts, self.val_shift_seed = val_shift_spec(val_shifts), int(val_shift_seed)
         if self.val_shifts and self.info.channels != 3:
