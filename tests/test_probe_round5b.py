@@ -70,3 +70,22 @@ def test_eval_on_a_folder_refuses_another_size(checkpoint, compose_cfg, tmp_path
             [f"ckpt_path={checkpoint}", "data=folder", f"data.root={folder}", "data.size=64"],
             tmp_path / "e",
         )
+
+
+def test_options_that_do_nothing_are_said(tmp_path, caplog):
+    import logging
+
+    from PIL import Image
+
+    from pathlab.data import BatchAugment
+    from pathlab.data.sources import folder_tiles
+
+    for split in ("train", "val"):
+        for k, name in enumerate(["a", "b"] * 3):
+            (tmp_path / split / name).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (28, 28), (k * 30, 90, 40)).save(tmp_path / split / name / f"{k}.png")
+    tiles = folder_tiles(tmp_path, split_fractions={"val": 0.3, "test": 0})
+    assert any("data.split_fractions.val=0.3 is not used" in note for note in tiles.notes)
+    with caplog.at_level(logging.WARNING):
+        BatchAugment(randstainna_space="hed")
+    assert "randstainna_* options are set but data.augment.randstainna=false" in caplog.text

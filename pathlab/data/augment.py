@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +15,9 @@ from pathlab.runtime.errors import ConfigError
 _RGB_FROM_HED = torch.tensor(
     [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32
 )
+
+
+log = logging.getLogger(__name__)
 
 
 def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
@@ -323,6 +327,13 @@ class BatchAugment(nn.Module):
         if not 0 <= randstainna_prob <= 1:
             raise ConfigError(
                 f"data.augment.randstainna_prob={randstainna_prob} is outside [0, 1]; use e.g. 1.0."
+            )
+        if not randstainna and (
+            randstainna_space != "random" or randstainna_std_hyper != -0.3 or randstainna_prob != 1
+        ):
+            log.warning(
+                "data.augment.randstainna_* options are set but data.augment.randstainna=false: "
+                "they do nothing; add data.augment.randstainna=true"
             )
         self.randstainna, self.randstainna_space = bool(randstainna), randstainna_space
         self.randstainna_std_hyper, self.randstainna_prob = randstainna_std_hyper, randstainna_prob

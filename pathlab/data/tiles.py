@@ -358,6 +358,11 @@ def cut_missing_splits(tiles: TileList, fractions: dict[str, float], seed: int) 
     train = np.nonzero(splits == "train")[0]
     for split in ("val", "test"):
         fraction = float(fractions[split])
+        if (splits == split).any() and fraction != SPLIT_FRACTIONS[split]:
+            tiles.notes.append(
+                f"data.split_fractions.{split}={fraction:g} is not used: the {split} split is "
+                "given (a folder or the manifest's split column)"
+            )
         if (splits == split).any() or len(train) == 0:
             continue
         if fraction == 0:
