@@ -301,10 +301,10 @@ def test_slides_sharing_a_stem_keep_their_own_outputs(slide_model, tissue, tmp_p
 
 
 def test_slide_takes_a_tta_group(slide_model, tissue, tmp_path):
-    # `tta=d4` is refused by Hydra until conf/slide.yaml lists the tta group (reported);
-    # `+tta=<view>` was refused by pathlab.slide with the group's whole dict as the name
+    # `tta=d4` was refused by Hydra while conf/slide.yaml held a plain `tta` key shadowing the
+    # conf/tta group; the group is in its defaults now, so `tta=<view>` picks one
     path = write_pyramid_tiff(tmp_path / "one.tif", tissue, 0.5, (1, 8))
-    for overrides, views in ((["+tta=auto"], "d4"), (["+tta=flip"], "flip")):
+    for overrides, views in ((["tta=auto"], "d4"), (["tta=flip"], "flip")):
         run = tmp_path / views
         summary = api.slide([f"ckpt_path={slide_model}", f"input={path}", *overrides], run)
         assert summary["rows"][0]["model"]["tta"] == views

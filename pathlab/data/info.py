@@ -239,6 +239,11 @@ AUGMENT_KEYS = {
     "brightness": 0.0,
     "contrast": 0.0,
     "translate": 0,
+    # RandStainNA (off by default; conf/data/medmnist.yaml states the same)
+    "randstainna": False,
+    "randstainna_space": "random",
+    "randstainna_std_hyper": -0.3,
+    "randstainna_prob": 1.0,
 }
 
 
