@@ -6,15 +6,8 @@ chosen head tested once on the test split. The results go through the one publis
 (pathlab.reporting.publish: metrics.json, report.md, predictions.csv, the MedMNIST result csv,
 figures), so a probe and a fine-tuned run of the same test split are compared by
 `python -m pathlab.compare` and tabled by `pathlab.summarize` like any other runs.
-The heads are pathlab.inference.frozen_heads', the record pathlab.inference.probe_record's.
-
-- linear: scikit-learn's LogisticRegression (L2, lbfgs) on standardised features, the
-  protocol of MedMNIST+ and eva; multi-label sets: one-vs-rest, one logistic regression per
-  label.
-- knn: scikit-learn's KNeighborsClassifier, cosine distance, votes weighted by 1/distance
-  (closer neighbours count more: ties of an even vote are broken by closeness, and the class
-  probabilities are finer-grained than k-ths, which the AUC needs); multi-label sets: a vote
-  per label.
+The heads (linear, knn) are pathlab.inference.frozen_heads', which says how each is fitted;
+the record is pathlab.inference.probe_record's.
 """
 
 from __future__ import annotations

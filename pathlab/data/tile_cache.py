@@ -247,8 +247,12 @@ def build_cache(
     return folder
 
 
-def open_cache(folder: Path) -> TileCache:
-    index = json.loads((folder / "index.json").read_text())
+def read_index(folder: Path) -> dict:
+    return json.loads((folder / "index.json").read_text())
+
+
+def open_cache(folder: Path, index: dict | None = None) -> TileCache:
+    index = read_index(folder) if index is None else index
     # copy-on-write: pages are read from disk when touched, and torch gets a writable array
     images = np.load(folder / "images.npy", mmap_mode="c")
     labels = np.load(folder / "labels.npy")

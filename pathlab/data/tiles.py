@@ -11,7 +11,6 @@ seeded, by the stated fractions, a group (patient, slide) kept on one side.
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,9 +56,6 @@ class TileList:
             self.notes,
             self.stated,
         )
-
-    def counts(self, split: str) -> Counter:
-        return Counter(self.labels[self.splits == split].tolist())
 
 
 def _is_tile(path: Path) -> bool:

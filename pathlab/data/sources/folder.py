@@ -23,6 +23,7 @@ from pathlab.data.tile_cache import (
     build_cache,
     cross_split_duplicates,
     open_cache,
+    read_index,
     size_summary,
 )
 from pathlab.data.tiles import TileList, list_tiles
@@ -115,6 +116,7 @@ class FolderSource:
         self.resize_filter, self.on_bad_image = resize_filter, on_bad_image
         self.allow_duplicates, self.decode_workers = allow_duplicates, decode_workers
         self._folder: Path | None = None
+        self._index_of: tuple[Path, dict[str, Any]] | None = None
 
     @property
     def location(self) -> Path:
@@ -156,10 +158,14 @@ class FolderSource:
         return self._folder
 
     def _index(self) -> dict[str, Any]:
-        return open_cache(self.cache_folder).index
+        """The cache's index, read once: a cache folder is named by its content, so its index
+        never changes (describe, groups, geometry and the skipped list all read it)."""
+        if self._index_of is None or self._index_of[0] != self.cache_folder:
+            self._index_of = (self.cache_folder, read_index(self.cache_folder))
+        return self._index_of[1]
 
     def load(self, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
-        cache = open_cache(self.cache_folder)
+        cache = open_cache(self.cache_folder, self._index())
         index = cache.index
         skipped = index["skipped"]
         if skipped and self.on_bad_image == "error":
